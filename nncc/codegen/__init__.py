@@ -1,0 +1,15 @@
+"""Code generation: per target, a graph and its kernel plan become a generated Python module."""
+from __future__ import annotations
+
+from ..errors import UnsupportedError
+from ..ir.graph import Graph
+from ..passes.fusion import Kernel
+from .emitted import Emitted
+
+
+def emit(target: str, graph: Graph, kernels: list[Kernel]) -> Emitted:
+    if target == "cpu":
+        from .cpu.emitter import CpuEmitter
+
+        return CpuEmitter(graph, kernels).emit()
+    raise UnsupportedError(f"no code generator for target {target!r}")

@@ -1,0 +1,298 @@
+"""``nncc.compile``: model (Module, spec file or ONNX file) -> passes -> generated kernels -> CompiledModule."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import NNCCError, ShapeError, UnsupportedError
+from .frontend.nn.module import Module
+from .frontend.tracer import TracedModel, trace_module
+from .ir.graph import Graph
+from .ir.types import TensorType
+from .passes.autodiff import differentiate
+from .passes.fusion import format_plan, plan_kernels
+from .passes.manager import PassManager
+from .passes.optimizer import apply_optimizer, state_input_name
+from .passes.shape_inference import infer_shapes
+from .passes.simplify import (eliminate_common_subexpressions, eliminate_dead_code, fold_constants,
+                              simplify_algebra)
+
+SIMPLIFY = [
+    ("shape-inference", infer_shapes),
+    ("fold-constants", fold_constants),
+    ("simplify", simplify_algebra),
+    ("cse", eliminate_common_subexpressions),
+    ("dce", eliminate_dead_code),
+]
+
+
+class Program:
+    """One graph through the passes and the codegen: a callable driver plus its IR dumps and source."""
+
+    def __init__(self, graph: Graph, target: str = "cpu", fuse: bool = True, pre_stages: Optional[dict] = None):
+        from .codegen import emit
+
+        start = time.perf_counter()
+        pm = PassManager(SIMPLIFY)
+        self.graph = pm.run(graph)
+        self.dumps: dict[str, str] = dict(pre_stages or {})
+        self.dumps.update(pm.dumps)
+        self.timings = dict(pm.timings)
+        self.kernels = plan_kernels(self.graph, fuse)
+        self.dumps["fused"] = format_plan(self.graph, self.kernels)
+        self.timings["passes"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self.emitted = emit(target, self.graph, self.kernels)
+        self.timings["codegen"] = time.perf_counter() - start
+        self.input_names = [v.name for v in self.graph.inputs]
+        self.fn = self.emitted.load()
+        self.constants = self.emitted.constants
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> tuple:
+        return self.fn(*[feeds[n] for n in self.input_names], *self.constants)
+
+
+class CompiledModule:
+    """A compiled model: call it on numpy arrays; with a loss and optimizer, ``train_step`` and ``grad``.
+
+    Example::
+
+        fwd = nncc.compile(LeNet(), input_shape=(None, 1, 28, 28))
+        logits = fwd(images)               # any batch size, one compilation
+        print(fwd.ir("fused"), fwd.source())
+    """
+
+    def __init__(self, model: Module, input_types: list[TensorType], loss: Optional[Module] = None,
+                 optimizer: Any = None, target: str = "cpu", fuse: bool = True, name: Optional[str] = None):
+        self.model = model
+        self.input_types = input_types
+        self.loss = loss
+        self.optimizer = optimizer
+        self.target = target
+        self.fuse = fuse
+        self.name = name or type(model).__name__.lower()
+        self.params = {n: np.array(p) for n, p in model.named_parameters()}
+        self.buffers = {n: np.array(b) for n, b in model.named_buffers()}
+        self.opt_state: dict[str, np.ndarray] = {}
+        self.steps = 0  # optimizer steps taken
+        self.lr = float(getattr(optimizer, "lr", 0.0))
+        self.seed = 0  # base seed of dropout masks
+        self._programs: dict[str, Program] = {}
+        self._traced: dict[str, TracedModel] = {}
+        if optimizer is not None:
+            self.opt_state = {state_input_name(n, s): np.zeros_like(p) for n, p in self.params.items()
+                              for s in optimizer.state_slots}
+        if loss is None and optimizer is not None:
+            raise NNCCError("an optimizer needs a loss: nncc.compile(model, loss=nn.CrossEntropyLoss(), ...)")
+        self.program("forward")  # compile eagerly so errors surface at compile time
+
+    # ---- programs ----------------------------------------------------------------------------------------------
+    def program(self, kind: str) -> Program:
+        """The compiled program ``forward``, ``evaluate`` (eval loss), ``grad`` or ``train``, built on first use."""
+        if kind not in self._programs:
+            self._programs[kind] = self._build(kind)
+        return self._programs[kind]
+
+    def _target_type(self) -> TensorType:
+        batch = self.input_types[0].shape[0]
+        if getattr(self.loss, "target_dtype", "f32") == "i64":
+            return TensorType("i64", (batch,))
+        out = self._traced_forward().graph.outputs[0].type
+        return out
+
+    def _traced_forward(self) -> TracedModel:
+        if "forward" not in self._traced:
+            self._traced["forward"] = trace_module(self.model, self.input_types, training=False, name=self.name)
+        return self._traced["forward"]
+
+    def _build(self, kind: str) -> Program:
+        if kind == "forward":
+            traced = self._traced_forward()
+            return Program(traced.graph.copy(), self.target, self.fuse)
+        if self.loss is None:
+            raise NNCCError(f"'{kind}' needs a loss: nncc.compile(model, loss=nn.CrossEntropyLoss(), ...)")
+        training = kind != "evaluate"
+        traced = trace_module(self.model, self.input_types, training=training, loss=self.loss,
+                              target_type=self._target_type(), name=self.name)
+        self._traced[kind] = traced
+        graph, stages = traced.graph, {}
+        if kind in ("grad", "train"):
+            graph = differentiate(graph, traced.params)
+            stages["autodiff"] = str(graph)
+        if kind == "train":
+            if self.optimizer is None:
+                raise NNCCError("train_step needs an optimizer: nncc.compile(..., optimizer=optim.SGD(lr=0.01))")
+            graph = apply_optimizer(graph, traced.params, len(graph.outputs) - len(traced.params), self.optimizer)
+            stages["optimizer"] = str(graph)
+        return Program(graph, self.target, self.fuse, stages)
+
+    # ---- running ------------------------------------------------------------------------------------------------
+    def _feeds(self, xs: Sequence, target=None) -> dict[str, np.ndarray]:
+        types = list(self.input_types)
+        names = ["x"] if len(types) == 1 else [f"x{i}" for i in range(len(types))]
+        if len(xs) != len(types):
+            raise ShapeError(f"{self.name} takes {len(types)} input(s), got {len(xs)}")
+        arrays = list(xs)
+        if target is not None:
+            types.append(self._target_type())
+            names.append("target")
+            arrays.append(target)
+        feeds = dict(check_inputs(arrays, types, names))
+        feeds.update(self.params)
+        feeds.update(self.buffers)
+        return feeds
+
+    def __call__(self, *xs: np.ndarray):
+        outs = self.program("forward")(self._feeds(xs))
+        n = self._traced_forward().n_outputs
+        return outs[0] if n == 1 else tuple(outs[:n])
+
+    def evaluate(self, x: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+        """Loss and outputs in eval mode (no dropout, BatchNorm running statistics), no update."""
+        outs = self.program("evaluate")(self._feeds([x], target))
+        return float(outs[0]), outs[1]
+
+    def _training_feeds(self, x, target, kind: str) -> dict[str, np.ndarray]:
+        feeds = self._feeds([x], target)
+        if self._traced.get(kind) is None:
+            self.program(kind)
+        if self._traced[kind].has_seed:
+            feeds["dropout_seed"] = np.array(self.seed * 1_000_003 + self.steps, np.int64)
+        return feeds
+
+    def _store_buffers(self, kind: str, outs: tuple) -> None:
+        traced = self._traced[kind]
+        for name, value in zip(traced.buffer_updates, outs[2:2 + len(traced.buffer_updates)]):
+            self.buffers[name] = value
+
+    def grad(self, x: np.ndarray, target: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        """Loss and the gradient of every parameter (``{name: array}``), without updating parameters."""
+        program = self.program("grad")
+        outs = program(self._training_feeds(x, target, "grad"))
+        self._store_buffers("grad", outs)
+        traced = self._traced["grad"]
+        grads = outs[len(outs) - len(traced.params):]
+        return float(outs[0]), dict(zip(traced.params, grads))
+
+    def train_step(self, x: np.ndarray, target: np.ndarray) -> float:
+        """One compiled step: forward, loss, backward and optimizer update. Returns the loss."""
+        program = self.program("train")
+        feeds = self._training_feeds(x, target, "train")
+        feeds["lr"] = np.array(self.lr, np.float64)
+        feeds["step"] = np.array(self.steps + 1, np.float64)
+        feeds.update(self.opt_state)
+        outs = program(feeds)
+        self.steps += 1
+        self._store_buffers("train", outs)
+        self.last_output = outs[1]
+        traced = self._traced["train"]
+        slots = self.optimizer.state_slots
+        at = 2 + len(traced.buffer_updates)
+        for name in traced.params:
+            self.params[name] = outs[at]
+            for i, slot in enumerate(slots):
+                self.opt_state[state_input_name(name, slot)] = outs[at + 1 + i]
+            at += 1 + len(slots)
+        return float(outs[0])
+
+    # ---- state and introspection ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters and buffers under PyTorch's names (copies)."""
+        return {n: np.array(v) for n, v in {**self.params, **self.buffers}.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray], strict: bool = True) -> None:
+        """Load parameters and buffers; missing, extra or mis-shaped tensors raise ShapeError naming them."""
+        self.model.load_state_dict(state, strict=strict)
+        for n, p in self.model.named_parameters():
+            self.params[n] = np.array(p)
+        for n, b in self.model.named_buffers():
+            self.buffers[n] = np.array(b)
+
+    def optimizer_state_dict(self) -> dict[str, np.ndarray]:
+        return {**{k: np.array(v) for k, v in self.opt_state.items()}, "step": np.array(self.steps)}
+
+    def load_optimizer_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for k, v in self.opt_state.items():
+            if k not in state:
+                raise ShapeError(f"optimizer state is missing {k!r}")
+            if state[k].shape != v.shape:
+                raise ShapeError(f"optimizer state {k!r} has shape {state[k].shape}, expected {v.shape}")
+            self.opt_state[k] = np.array(state[k], dtype=v.dtype)
+        self.steps = int(state["step"])
+
+    def stages(self, kind: str = "forward") -> list[str]:
+        return list(self.program(kind).dumps)
+
+    def ir(self, stage: str = "final", kind: Optional[str] = None) -> str:
+        """The IR text after ``stage`` (see ``stages()``); "final" is the graph the codegen saw.
+
+        ``kind`` picks the program; by default the training step when a stage needs it ("autodiff").
+        """
+        if kind is None:
+            kind = "train" if stage in ("autodiff", "optimizer") and self.optimizer else \
+                "grad" if stage == "autodiff" else "forward"
+        program = self.program(kind)
+        if stage == "final":
+            return str(program.graph)
+        if stage not in program.dumps:
+            raise KeyError(f"no IR stage {stage!r}; stages are {list(program.dumps)} and 'final'")
+        return program.dumps[stage]
+
+    def source(self, kind: str = "forward") -> str:
+        """The generated numba source of a program."""
+        return self.program(kind).emitted.source
+
+
+def check_inputs(arrays: Sequence, types: Sequence[TensorType], names: Sequence[str]):
+    """Validate inputs against the graph's types; yield (name, C-contiguous array). Errors show expected vs got."""
+    sizes: dict[str, tuple[int, str]] = {}
+    for arr, t, name in zip(arrays, types, names):
+        arr = np.asarray(arr)
+        if arr.dtype != t.np_dtype:
+            raise ShapeError(f"input {name!r}: expected dtype {t.np_dtype} ({t}), got {arr.dtype}")
+        if arr.ndim != t.rank:
+            raise ShapeError(f"input {name!r}: expected rank {t.rank} ({t}), got shape {list(arr.shape)}")
+        for axis, (d, got) in enumerate(zip(t.shape, arr.shape)):
+            if isinstance(d, str):
+                if d in sizes and sizes[d][0] != got:
+                    raise ShapeError(f"input {name!r}: dimension {d} is {got} but input {sizes[d][1]!r} "
+                                     f"has {d}={sizes[d][0]}")
+                sizes.setdefault(d, (got, name))
+            elif d != got:
+                raise ShapeError(f"input {name!r}: expected shape {t}, got {list(arr.shape)} (axis {axis})")
+        yield name, np.ascontiguousarray(arr)
+
+
+ModelLike = Union[Module, str, Path]
+
+
+def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, optimizer: Any = None,
+            target: str = "cpu", fuse: bool = True, dtype: str = "f32") -> CompiledModule:  # noqa: A001
+    """Compile a model into a CompiledModule.
+
+    ``model`` is an ``nncc.nn.Module``, a spec file (``.toml``) or an ONNX file (``.onnx``).
+    ``input_shape`` is a tuple (or list of tuples) whose ``None`` dims are the symbolic batch size ``N``;
+    spec and ONNX files carry their own. Example::
+
+        fwd = nncc.compile(model, input_shape=(None, 1, 28, 28))
+        step = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),
+                            optimizer=optim.SGD(lr=0.01, momentum=0.9))
+    """
+    if isinstance(model, (str, Path)):
+        from .frontend.loader import load_model
+
+        model, file_shape = load_model(model)
+        input_shape = input_shape or file_shape
+    if not isinstance(model, Module):
+        raise UnsupportedError(f"cannot compile an object of type {type(model).__name__}: expected an nncc.nn.Module, "
+                               f"a spec file or an ONNX file")
+    if input_shape is None:
+        raise ShapeError("input_shape is required for a Module, e.g. input_shape=(None, 1, 28, 28)")
+    if target not in ("cpu", "cuda"):
+        raise UnsupportedError(f"target {target!r} is not supported (targets: cpu, cuda)")
+    shapes = [input_shape] if not isinstance(input_shape[0], (tuple, list)) else list(input_shape)
+    types = [TensorType(dtype, tuple("N" if d is None else int(d) for d in s)) for s in shapes]
+    return CompiledModule(model, types, loss, optimizer, target, fuse)

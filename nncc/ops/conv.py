@@ -1,0 +1,265 @@
+"""conv2d {stride, padding, dilation, groups} and its two backward ops.
+
+CPU lowering: per group, im2col of the whole batch into a [C/g*R*S, N*P*Q] matrix and one BLAS product
+with the [K/g, C/g*R*S] weights; the result is scattered back to NCHW with the bias added on the way.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ir.types import is_float
+from .registry import OpDef, expect_rank, register
+
+
+def _pair(v):
+    return list(v) if isinstance(v, (list, tuple)) else [v, v]
+
+
+def conv_out_size(size, k, stride, pad, dil):
+    return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+
+
+def _geometry(attrs):
+    return (_pair(attrs.get("stride", 1)), _pair(attrs.get("padding", 0)), _pair(attrs.get("dilation", 1)),
+            attrs.get("groups", 1))
+
+
+def _infer(types, attrs):
+    x, w = types[0], types[1]
+    expect_rank(x, 4, "conv2d input")
+    expect_rank(w, 4, "conv2d weight")
+    stride, pad, dil, groups = _geometry(attrs)
+    n, c, h, wd = x.shape
+    k, cg, r, s = w.shape
+    if x.dtype != w.dtype or not is_float(x.dtype):
+        raise ShapeError(f"input {x} and weight {w} must share a float dtype")
+    if c != cg * groups or k % groups:
+        raise ShapeError(f"input {x} has {c} channels but weight {w} with groups={groups} expects {cg * groups}")
+    if len(types) == 3 and tuple(types[2].shape) != (k,):
+        raise ShapeError(f"bias {types[2]} must have shape [{k}]")
+    p = conv_out_size(h, r, stride[0], pad[0], dil[0])
+    q = conv_out_size(wd, s, stride[1], pad[1], dil[1])
+    if p <= 0 or q <= 0:
+        raise ShapeError(f"kernel {r}x{s} does not fit input {x} with padding {pad} and dilation {dil}")
+    return [x.with_shape((n, k, p, q))]
+
+
+def _im2col_ref(x, kh, kw, stride, pad, dil):
+    """[N, C, H, W] -> [N, C, kh, kw, P, Q] patches (zero padded)."""
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    p = conv_out_size(h, kh, stride[0], pad[0], dil[0])
+    q = conv_out_size(w, kw, stride[1], pad[1], dil[1])
+    cols = np.empty((n, c, kh, kw, p, q), x.dtype)
+    for r in range(kh):
+        for s in range(kw):
+            r0, s0 = r * dil[0], s * dil[1]
+            cols[:, :, r, s] = xp[:, :, r0:r0 + stride[0] * p:stride[0], s0:s0 + stride[1] * q:stride[1]]
+    return cols
+
+
+def _ref(xs, attrs):
+    x, w = xs[0], xs[1]
+    stride, pad, dil, groups = _geometry(attrs)
+    k, cg, kh, kw = w.shape
+    cols = _im2col_ref(x, kh, kw, stride, pad, dil)
+    kg = k // groups
+    outs = [np.einsum("ncrspq,kcrs->nkpq", cols[:, g * cg:(g + 1) * cg], w[g * kg:(g + 1) * kg])
+            for g in range(groups)]
+    out = np.concatenate(outs, axis=1)
+    if len(xs) == 3:
+        out = out + xs[2][None, :, None, None]
+    return [out.astype(x.dtype)]
+
+
+def _vjp(b, node, grads, needs):
+    (g,) = grads
+    x, w = node.inputs[0], node.inputs[1]
+    attrs = dict(node.attrs)
+    gx = gw = gb = None
+    if needs[0]:
+        gx = b.add1("conv2d_backward_input", [g, w, x], attrs)
+    if needs[1]:
+        gw = b.add1("conv2d_backward_weight", [x, g, w], attrs)
+    if len(node.inputs) == 3 and needs[2]:
+        gb = b.add1("sum", [g], {"axes": [0, 2, 3], "keepdims": False})
+    return [gx, gw] + ([gb] if len(node.inputs) == 3 else [])
+
+
+# conv2d_backward_input(gy, w, x): the gradient w.r.t. x (x only lends its shape).
+def _bwd_input_infer(types, attrs):
+    return [types[2]]
+
+
+def _bwd_input_ref(xs, attrs):
+    gy, w, x = xs
+    stride, pad, dil, groups = _geometry(attrs)
+    k, cg, kh, kw = w.shape
+    kg = k // groups
+    n, c, h, wd = x.shape
+    p, q = gy.shape[2:]
+    gxp = np.zeros((n, c, h + 2 * pad[0], wd + 2 * pad[1]), gy.dtype)
+    for grp in range(groups):
+        gcols = np.einsum("nkpq,kcrs->ncrspq", gy[:, grp * kg:(grp + 1) * kg], w[grp * kg:(grp + 1) * kg])
+        for r in range(kh):
+            for s in range(kw):
+                r0, s0 = r * dil[0], s * dil[1]
+                gxp[:, grp * cg:(grp + 1) * cg, r0:r0 + stride[0] * p:stride[0],
+                    s0:s0 + stride[1] * q:stride[1]] += gcols[:, :, r, s]
+    return [gxp[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + wd].copy()]
+
+
+# conv2d_backward_weight(x, gy, w): the gradient w.r.t. w (w only lends its shape).
+def _bwd_weight_infer(types, attrs):
+    return [types[2]]
+
+
+def _bwd_weight_ref(xs, attrs):
+    x, gy, w = xs
+    stride, pad, dil, groups = _geometry(attrs)
+    k, cg, kh, kw = w.shape
+    kg = k // groups
+    cols = _im2col_ref(x, kh, kw, stride, pad, dil)
+    parts = [np.einsum("ncrspq,nkpq->kcrs", cols[:, g * cg:(g + 1) * cg], gy[:, g * kg:(g + 1) * kg])
+             for g in range(groups)]
+    return [np.concatenate(parts, axis=0).astype(x.dtype)]
+
+
+# ---- CPU lowering -----------------------------------------------------------------------------------------
+def _im2col_src(name, attrs):
+    """``name(x, c0, col)``: col[(c*R + r)*S + s, (n*P + p)*Q + q] = x[n, c0 + c, ...] (0 in the padding)."""
+    (sh, sw), (ph, pw), (dh, dw), _ = _geometry(attrs)
+    return f"""def {name}(x, c0, R, S, P, Q, col):
+    N, H, W = x.shape[0], x.shape[2], x.shape[3]
+    rows = col.shape[0]
+    for row in prange(rows):
+        c = row // (R * S)
+        r = (row // S) % R
+        s = row % S
+        for n in range(N):
+            for p in range(P):
+                h = p * {sh} - {ph} + r * {dh}
+                base = (n * P + p) * Q
+                if h < 0 or h >= H:
+                    for q in range(Q):
+                        col[row, base + q] = 0
+                    continue
+                for q in range(Q):
+                    w = q * {sw} - {pw} + s * {dw}
+                    col[row, base + q] = x[n, c0 + c, h, w] if 0 <= w < W else 0"""
+
+
+def _forward_cpu(node, name):
+    groups = _geometry(node.attrs)[3]
+    has_bias = len(node.inputs) == 3
+    bias = "b[k0 + k]" if has_bias else "0"
+    args = "x, w, b, out" if has_bias else "x, w, out"
+    return _im2col_src(f"{name}_im2col", node.attrs) + f"""
+
+
+def {name}({args}):
+    N, K, P, Q = out.shape
+    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
+    Kg = K // {groups}
+    L = N * P * Q
+    w2 = w.reshape((K, Cg * R * S))
+    col = np.empty((Cg * R * S, L), x.dtype)
+    res = np.empty((Kg, L), x.dtype)
+    o3 = out.reshape((N, K, P * Q))
+    for g in range({groups}):
+        k0 = g * Kg
+        {name}_im2col(x, g * Cg, R, S, P, Q, col)
+        np.dot(np.ascontiguousarray(w2[k0:k0 + Kg]), col, res)
+        for n in prange(N):
+            for k in range(Kg):
+                bias = {bias}
+                for pq in range(P * Q):
+                    o3[n, k0 + k, pq] = res[k, n * P * Q + pq] + bias"""
+
+
+def _gather_gy_src(name):
+    """``name(gy, k0, dst)``: dst[k, (n*P + p)*Q + q] = gy[n, k0 + k, p, q]."""
+    return f"""def {name}(gy, k0, dst):
+    N, P, Q = gy.shape[0], gy.shape[2], gy.shape[3]
+    g3 = gy.reshape((N, gy.shape[1], P * Q))
+    for k in prange(dst.shape[0]):
+        for n in range(N):
+            for pq in range(P * Q):
+                dst[k, n * P * Q + pq] = g3[n, k0 + k, pq]"""
+
+
+def _backward_weight_cpu(node, name):
+    groups = _geometry(node.attrs)[3]
+    return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _gather_gy_src(f"{name}_gather") + f"""
+
+
+def {name}(x, gy, w, out):
+    N, K, P, Q = gy.shape
+    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
+    Kg = K // {groups}
+    L = N * P * Q
+    col = np.empty((Cg * R * S, L), x.dtype)
+    gyk = np.empty((Kg, L), x.dtype)
+    o2 = out.reshape((K, Cg * R * S))
+    part = np.empty((Kg, Cg * R * S), x.dtype)
+    for g in range({groups}):
+        {name}_im2col(x, g * Cg, R, S, P, Q, col)
+        {name}_gather(gy, g * Kg, gyk)
+        np.dot(gyk, col.T, part)
+        o2[g * Kg:(g + 1) * Kg] = part"""
+
+
+def _backward_input_cpu(node, name):
+    (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
+    return _gather_gy_src(f"{name}_gather") + f"""
+
+
+def {name}(gy, w, x, out):
+    N, K, P, Q = gy.shape
+    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
+    H, W = out.shape[2], out.shape[3]
+    Kg = K // {groups}
+    L = N * P * Q
+    w2 = w.reshape((K, Cg * R * S))
+    gyk = np.empty((Kg, L), gy.dtype)
+    dcol = np.empty((Cg * R * S, L), gy.dtype)
+    out[...] = 0
+    for g in range({groups}):
+        {name}_gather(gy, g * Kg, gyk)
+        np.dot(np.ascontiguousarray(w2[g * Kg:(g + 1) * Kg].T), gyk, dcol)
+        for c in prange(Cg):  # each c owns its output channel: no write races
+            for r in range(R):
+                for s in range(S):
+                    row = (c * R + r) * S + s
+                    for n in range(N):
+                        for p in range(P):
+                            h = p * {sh} - {ph} + r * {dh}
+                            if h < 0 or h >= H:
+                                continue
+                            base = (n * P + p) * Q
+                            for q in range(Q):
+                                wc = q * {sw} - {pw} + s * {dw}
+                                if 0 <= wc < W:
+                                    out[n, g * Cg + c, h, wc] += dcol[row, base + q]"""
+
+
+def _flops(node, sizes):
+    n, k, p, q = node.outputs[0].type.concrete(sizes)
+    _, cg, r, s = node.inputs[1].type.shape
+    return 2 * n * k * p * q * cg * r * s
+
+
+def _bwd_flops(node, sizes):
+    gy = node.inputs[1] if node.op == "conv2d_backward_weight" else node.inputs[0]
+    w = node.inputs[2] if node.op == "conv2d_backward_weight" else node.inputs[1]
+    n, k, p, q = gy.type.concrete(sizes)
+    _, cg, r, s = w.type.shape
+    return 2 * n * k * p * q * cg * r * s
+
+
+register(OpDef("conv2d", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _forward_cpu}, flops=_flops))
+register(OpDef("conv2d_backward_input", "kernel", _bwd_input_infer, _bwd_input_ref,
+               lower={"cpu": _backward_input_cpu}, flops=_bwd_flops))
+register(OpDef("conv2d_backward_weight", "kernel", _bwd_weight_infer, _bwd_weight_ref,
+               lower={"cpu": _backward_weight_cpu}, flops=_bwd_flops))

@@ -1,0 +1,64 @@
+"""matmul {transpose_a, transpose_b}: 2-D matrix product, lowered to BLAS (numba's np.dot, via SciPy)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ir.types import is_float
+from .registry import OpDef, expect_rank, register
+
+
+def _infer(types, attrs):
+    a, b = types
+    expect_rank(a, 2, "matmul operand a")
+    expect_rank(b, 2, "matmul operand b")
+    if a.dtype != b.dtype or not is_float(a.dtype):
+        raise ShapeError(f"operands must share a float dtype, got {a} and {b}")
+    m, k = a.shape[::-1] if attrs.get("transpose_a") else a.shape
+    k2, n = b.shape[::-1] if attrs.get("transpose_b") else b.shape
+    if k != k2:
+        raise ShapeError(f"inner dimensions differ: {a}{'ᵀ' if attrs.get('transpose_a') else ''} "
+                         f"@ {b}{'ᵀ' if attrs.get('transpose_b') else ''}")
+    return [a.with_shape((m, n))]
+
+
+def _ref(xs, attrs):
+    a, b = xs
+    a = a.T if attrs.get("transpose_a") else a
+    b = b.T if attrs.get("transpose_b") else b
+    return [(a @ b).astype(xs[0].dtype)]
+
+
+def _vjp(b, node, grads, needs):
+    (g,) = grads
+    x, y = node.inputs
+    ta, tb = bool(node.attrs.get("transpose_a")), bool(node.attrs.get("transpose_b"))
+
+    def mm(p, q, tp, tq):
+        return b.add1("matmul", [p, q], {"transpose_a": tp, "transpose_b": tq})
+
+    if not ta:
+        gx = mm(g, y, False, not tb)
+    else:
+        gx = mm(y, g, tb, True)
+    if not tb:
+        gy = mm(x, g, not ta, False)
+    else:
+        gy = mm(g, x, True, ta)
+    return [gx if needs[0] else None, gy if needs[1] else None]
+
+
+def _cpu(node, name):
+    a = "a.T" if node.attrs.get("transpose_a") else "a"
+    b = "b.T" if node.attrs.get("transpose_b") else "b"
+    return f"def {name}(a, b, out):\n    np.dot({a}, {b}, out)"
+
+
+def _flops(node, sizes):
+    m, n = node.outputs[0].type.concrete(sizes)
+    a = node.inputs[0].type
+    k = a.concrete(sizes)[0 if node.attrs.get("transpose_a") else 1]
+    return 2 * m * n * k
+
+
+register(OpDef("matmul", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _cpu}, flops=_flops))

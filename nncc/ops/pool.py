@@ -1,0 +1,207 @@
+"""max_pool2d and avg_pool2d {kernel, stride, padding, dilation, ceil_mode, count_include_pad} and backward ops.
+
+The max-pool gradient goes to the first maximum of each window, as PyTorch's does.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ir.types import is_float
+from .registry import OpDef, expect_rank, register
+
+
+def _pair(v):
+    return list(v) if isinstance(v, (list, tuple)) else [v, v]
+
+
+def _params(attrs):
+    kernel = _pair(attrs["kernel"])
+    stride = _pair(attrs.get("stride") or kernel)
+    return kernel, stride, _pair(attrs.get("padding", 0)), _pair(attrs.get("dilation", 1)), bool(attrs.get("ceil_mode", False))
+
+
+def pool_out_size(size, k, stride, pad, dil, ceil_mode):
+    span = size + 2 * pad - dil * (k - 1) - 1
+    out = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:  # the last window must start inside the input
+        out -= 1
+    return out
+
+
+def _infer(types, attrs):
+    x = types[0]
+    expect_rank(x, 4, "pooling input")
+    if not is_float(x.dtype):
+        raise ShapeError(f"needs a float input, got {x}")
+    kernel, stride, pad, dil, ceil_mode = _params(attrs)
+    if any(p * 2 > k for p, k in zip(pad, kernel)):
+        raise ShapeError(f"padding {pad} must be at most half the kernel {kernel}")
+    p = pool_out_size(x.shape[2], kernel[0], stride[0], pad[0], dil[0], ceil_mode)
+    q = pool_out_size(x.shape[3], kernel[1], stride[1], pad[1], dil[1], ceil_mode)
+    if p <= 0 or q <= 0:
+        raise ShapeError(f"kernel {kernel} does not fit input {x}")
+    return [x.with_shape((x.shape[0], x.shape[1], p, q))]
+
+
+def _windows(x, attrs):
+    """Yield (p, q, h indices, w indices) of each window, clipped to the input."""
+    kernel, stride, pad, dil, ceil_mode = _params(attrs)
+    h, w = x.shape[2:]
+    ph = pool_out_size(h, kernel[0], stride[0], pad[0], dil[0], ceil_mode)
+    pw = pool_out_size(w, kernel[1], stride[1], pad[1], dil[1], ceil_mode)
+    for p in range(ph):
+        for q in range(pw):
+            hs = [p * stride[0] - pad[0] + r * dil[0] for r in range(kernel[0])]
+            ws = [q * stride[1] - pad[1] + s * dil[1] for s in range(kernel[1])]
+            yield p, q, hs, ws
+
+
+def _avg_divisor(hs, ws, x, attrs):
+    kernel, stride, pad, dil, _ = _params(attrs)
+    if attrs.get("count_include_pad", True):  # window clipped to the padded input
+        h, w = x.shape[2:]
+        return sum(-pad[0] <= i < h + pad[0] for i in hs) * sum(-pad[1] <= j < w + pad[1] for j in ws)
+    return sum(0 <= i < x.shape[2] for i in hs) * sum(0 <= j < x.shape[3] for j in ws)
+
+
+def _inside(idx, size):
+    return [i for i in idx if 0 <= i < size]
+
+
+def _max_ref(xs, attrs):
+    x = xs[0]
+    out = np.empty(_infer_shape(x, attrs), x.dtype)
+    for p, q, hs, ws in _windows(x, attrs):
+        win = x[:, :, _inside(hs, x.shape[2])][:, :, :, _inside(ws, x.shape[3])]
+        out[:, :, p, q] = win.max(axis=(2, 3))
+    return [out]
+
+
+def _max_bwd_ref(xs, attrs):
+    x, gy = xs
+    gx = np.zeros_like(x)
+    n, c = x.shape[:2]
+    for p, q, hs, ws in _windows(x, attrs):
+        hi, wi = _inside(hs, x.shape[2]), _inside(ws, x.shape[3])
+        win = x[:, :, hi][:, :, :, wi].reshape(n, c, -1)
+        arg = win.argmax(axis=2)
+        for a in range(n):
+            for b in range(c):
+                i, j = divmod(int(arg[a, b]), len(wi))
+                gx[a, b, hi[i], wi[j]] += gy[a, b, p, q]
+    return [gx]
+
+
+def _avg_ref(xs, attrs):
+    x = xs[0]
+    out = np.empty(_infer_shape(x, attrs), x.dtype)
+    for p, q, hs, ws in _windows(x, attrs):
+        win = x[:, :, _inside(hs, x.shape[2])][:, :, :, _inside(ws, x.shape[3])]
+        out[:, :, p, q] = win.sum(axis=(2, 3)) / _avg_divisor(hs, ws, x, attrs)
+    return [out]
+
+
+def _avg_bwd_ref(xs, attrs):
+    gy, x = xs
+    gx = np.zeros_like(x)
+    for p, q, hs, ws in _windows(x, attrs):
+        share = gy[:, :, p, q] / _avg_divisor(hs, ws, x, attrs)
+        for i in _inside(hs, x.shape[2]):
+            for j in _inside(ws, x.shape[3]):
+                gx[:, :, i, j] += share
+    return [gx]
+
+
+def _infer_shape(x, attrs):
+    kernel, stride, pad, dil, ceil_mode = _params(attrs)
+    return (x.shape[0], x.shape[1],
+            pool_out_size(x.shape[2], kernel[0], stride[0], pad[0], dil[0], ceil_mode),
+            pool_out_size(x.shape[3], kernel[1], stride[1], pad[1], dil[1], ceil_mode))
+
+
+# ---- CPU lowering: one parallel loop over (n, c) planes; windows clipped to the input --------------------------
+def _window_loops(attrs, body: str, per_window_init: str, per_window_end: str) -> str:
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), _ = _params(attrs)
+    return f"""    N, C, H, W = x.shape
+    P, Q = gy_or_out.shape[2], gy_or_out.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for p in range(P):
+            for q in range(Q):
+{per_window_init}
+                for r in range({kh}):
+                    h = p * {sh} - {ph} + r * {dh}
+                    if h < 0 or h >= H:
+                        continue
+                    for s in range({kw}):
+                        w = q * {sw} - {pw} + s * {dw}
+                        if 0 <= w < W:
+{body}
+{per_window_end}"""
+
+
+def _max_cpu(node, name):
+    return f"def {name}(x, gy_or_out):\n" + _window_loops(
+        node.attrs, "                            m = max(m, x[n, c, h, w])",
+        "                m = -np.inf", "                gy_or_out[n, c, p, q] = m")
+
+
+def _max_bwd_cpu(node, name):
+    return f"def {name}(x, gy_or_out, gx):\n    gx[...] = 0\n" + _window_loops(
+        node.attrs,
+        "                            v = x[n, c, h, w]\n"
+        "                            if v > m:\n"
+        "                                m = v\n"
+        "                                bh = h\n"
+        "                                bw = w",
+        "                m = -np.inf\n                bh = -1\n                bw = -1",
+        "                if bh >= 0:\n                    gx[n, c, bh, bw] += gy_or_out[n, c, p, q]")
+
+
+def _divisor_src(attrs) -> str:
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), _ = _params(attrs)
+    lo_h, hi_h, lo_w, hi_w = (-ph, "H + " + str(ph), -pw, "W + " + str(pw)) if attrs.get(
+        "count_include_pad", True) else (0, "H", 0, "W")
+    return f"""                cnt_h = 0
+                for r in range({kh}):
+                    if {lo_h} <= p * {sh} - {ph} + r * {dh} < {hi_h}:
+                        cnt_h += 1
+                cnt_w = 0
+                for s in range({kw}):
+                    if {lo_w} <= q * {sw} - {pw} + s * {dw} < {hi_w}:
+                        cnt_w += 1
+                d = cnt_h * cnt_w"""
+
+
+def _avg_cpu(node, name):
+    return f"def {name}(x, gy_or_out):\n" + _window_loops(
+        node.attrs, "                            acc += x[n, c, h, w]",
+        "                acc = 0.0\n" + _divisor_src(node.attrs), "                gy_or_out[n, c, p, q] = acc / d")
+
+
+def _avg_bwd_cpu(node, name):
+    return f"def {name}(gy_or_out, x, gx):\n    gx[...] = 0\n" + _window_loops(
+        node.attrs, "                            gx[n, c, h, w] += share",
+        _divisor_src(node.attrs) + "\n                share = gy_or_out[n, c, p, q] / d", "")
+
+
+def _max_vjp(b, node, grads, needs):
+    return [b.add1("max_pool2d_backward", [node.inputs[0], grads[0]], node.attrs)]
+
+
+def _avg_vjp(b, node, grads, needs):
+    return [b.add1("avg_pool2d_backward", [grads[0], node.inputs[0]], node.attrs)]
+
+
+def _bwd_infer(index_of_x):
+    return lambda types, attrs: [types[index_of_x]]
+
+
+register(OpDef("max_pool2d", "kernel", _infer, _max_ref, vjp=_max_vjp, lower={"cpu": _max_cpu}))
+register(OpDef("max_pool2d_backward", "kernel", _bwd_infer(0), _max_bwd_ref, lower={"cpu": _max_bwd_cpu}))
+register(OpDef("avg_pool2d", "kernel", _infer, _avg_ref, vjp=_avg_vjp, lower={"cpu": _avg_cpu}))
+register(OpDef("avg_pool2d_backward", "kernel", _bwd_infer(1), _avg_bwd_ref, lower={"cpu": _avg_bwd_cpu}))

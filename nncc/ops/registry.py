@@ -1,0 +1,76 @@
+"""The op registry. An op is defined in one place: its shape rule, numpy reference, VJP rule and lowering.
+
+Fusion classes (``kind``):
+- ``elementwise``: one scalar expression per output element (``scalar``); inputs broadcast numpy-style.
+  The codegen turns chains of them into one loop nest.
+- ``view``: no kernel; the driver rebinds the buffer (``view`` returns a driver expression).
+- ``kernel``: a hand-written loop nest per target (``lower``), e.g. conv, matmul, pooling, reductions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..errors import IRError, ShapeError
+from ..ir.types import TensorType
+
+# (builder, node, output grads, which inputs need a grad) -> one grad Value (or None) per input
+VJPRule = Callable[[Any, Any, list, list], list]
+
+
+@dataclass
+class OpDef:
+    name: str
+    kind: str  # "elementwise" | "view" | "kernel"
+    infer: Callable[[list[TensorType], dict], list[TensorType]]
+    reference: Callable[[list[np.ndarray], dict], list[np.ndarray]]
+    vjp: Optional[VJPRule] = None
+    scalar: Optional[Callable[..., str]] = None  # elementwise: (arg exprs, attrs, const) -> expression
+    view: Optional[Callable[[str, str], str]] = None  # view: (input expr, output shape expr) -> driver expr
+    lower: dict[str, Callable] = field(default_factory=dict)  # kernel: target -> (node, fn name) -> source
+    inplace: dict[int, int] = field(default_factory=dict)  # output index -> input index whose buffer it reuses
+    flops: Optional[Callable[[Any, dict], int]] = None  # (node, symbol sizes) -> FLOP count, for --stats
+
+    def infer_types(self, node) -> list[TensorType]:
+        """Run the shape rule; ShapeError messages gain the node's description."""
+        try:
+            return self.infer([v.type for v in node.inputs], node.attrs)
+        except ShapeError as e:
+            raise ShapeError(f"{node.describe()}: {e}") from None
+        except (KeyError, TypeError, IndexError) as e:
+            raise IRError(f"{node.describe()}: bad attributes {node.attrs}: {e}") from None
+
+
+_OPS: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in _OPS:
+        raise ValueError(f"op {op.name!r} registered twice")
+    _OPS[op.name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef:
+    _load_all()
+    try:
+        return _OPS[name]
+    except KeyError:
+        raise IRError(f"unknown op {name!r}") from None
+
+
+def all_ops() -> dict[str, OpDef]:
+    _load_all()
+    return dict(_OPS)
+
+
+def _load_all() -> None:
+    from . import conv, elementwise, losses, matmul, optim, pool, random, reduce, shape  # noqa: F401
+
+
+def expect_rank(t: TensorType, rank: int, what: str) -> None:
+    if t.rank != rank:
+        raise ShapeError(f"{what} must have rank {rank}, got {t}")
+

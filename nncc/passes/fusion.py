@@ -1,0 +1,94 @@
+"""Fusion: partition a graph's nodes into kernels.
+
+Elementwise nodes join the kernel of an elementwise producer when they loop over the same output shape, so a
+chain such as ``add -> relu`` or an optimizer's arithmetic becomes one loop nest. Every other node is a kernel
+of its own. A node joins a kernel only if its other inputs exist before the kernel starts, so the partition
+never creates a cycle. The result is a plan for the codegen; the IR itself is unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir.graph import Graph, Node, Value
+from ..ops.registry import get_op
+
+
+@dataclass(eq=False)
+class Kernel:
+    """A group of IR nodes emitted as one function. ``kind`` is the op kind of its members."""
+
+    nodes: list[Node]
+    kind: str
+    outputs: list[Value] = field(default_factory=list)  # values read outside the kernel
+    inputs: list[Value] = field(default_factory=list)  # values the kernel reads from outside
+
+    @property
+    def domain(self):
+        return self.nodes[0].outputs[0].type
+
+
+def plan_kernels(graph: Graph, fuse: bool = True) -> list[Kernel]:
+    kernels: list[Kernel] = []
+    home: dict[Value, Kernel] = {}
+    position: dict[Kernel, int] = {}  # index of the kernel's first node
+    produced_at: dict[Value, int] = {}
+    for index, node in enumerate(graph.nodes):
+        kind = get_op(node.op).kind
+        target = _fusable_kernel(node, kind, home, position, produced_at) if fuse else None
+        if target is None:
+            target = Kernel([], kind)
+            position[target] = index
+            kernels.append(target)
+        target.nodes.append(node)
+        for out in node.outputs:
+            home[out] = target
+            produced_at[out] = index
+    _fill_boundaries(graph, kernels, home)
+    return kernels
+
+
+def _fusable_kernel(node, kind, home, position, produced_at):
+    if kind != "elementwise":
+        return None
+    for v in node.inputs:
+        k = home.get(v)
+        if k is None or k.kind != "elementwise" or k.domain.shape != node.outputs[0].type.shape:
+            continue
+        start = position[k]
+        if all(home.get(u) is k or produced_at.get(u, -1) < start for u in node.inputs):
+            return k
+    return None
+
+
+def _fill_boundaries(graph: Graph, kernels: list[Kernel], home: dict[Value, Kernel]) -> None:
+    graph_outputs = set(graph.outputs)
+    readers: dict[Value, set] = {}
+    for k in kernels:
+        for node in k.nodes:
+            for v in node.inputs:
+                readers.setdefault(v, set()).add(k)
+    for k in kernels:
+        for node in k.nodes:
+            for v in node.inputs:
+                if home.get(v) is not k and v not in k.inputs:
+                    k.inputs.append(v)
+            for out in node.outputs:
+                if out in graph_outputs or readers.get(out, set()) - {k}:
+                    k.outputs.append(out)
+
+
+def format_plan(graph: Graph, kernels: list[Kernel]) -> str:
+    """The kernel plan as text: each kernel with the IR nodes it absorbed (names as the IR printer numbers them)."""
+    from ..codegen.cpu.emitter import describe_node
+
+    names = {v: "%" + v.name for v in graph.inputs}
+    counter = 0
+    for node in graph.nodes:
+        for out in node.outputs:
+            names[out] = f"%{counter}"
+            counter += 1
+    lines = [f"kernels of graph {graph.name}: {len(kernels)}"]
+    for i, k in enumerate(kernels):
+        lines.append(f"kernel #{i} ({k.kind}, {len(k.nodes)} node{'s' if len(k.nodes) > 1 else ''}):")
+        lines.extend("    " + describe_node(n, names) for n in k.nodes)
+    return "\n".join(lines) + "\n"
