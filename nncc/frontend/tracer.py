@@ -17,8 +17,8 @@ class TracedModel:
     """A traced graph and the meaning of its inputs and outputs.
 
     Inputs: ``data_inputs`` (and ``target`` with a loss), then ``params``, then ``buffers``, then the dropout
-    seed when ``has_seed``. Outputs: the model's outputs (or the loss), then the new value of each buffer in
-    ``buffer_updates``.
+    seed when ``has_seed``. Outputs: the model's outputs (with a loss: the loss, then the model's first
+    output), then the new value of each buffer in ``buffer_updates``.
     """
 
     graph: Graph
@@ -56,7 +56,7 @@ def trace_module(module: Module, input_types: list[TensorType], training: bool =
                                  f"{[type(o).__name__ for o in outs]}")
             if loss is not None:
                 b.label = type(loss).__name__
-                outs = [loss(outs[0], target)]
+                outs = [loss(outs[0], target), outs[0]]
     finally:
         module.train(was_training)
     names_by_id = {id(arr): n for n, arr in buffers}

@@ -99,7 +99,9 @@ def _bwd_infer(types, attrs):
 
 
 # ---- CPU lowering -----------------------------------------------------------------------------------------
-_LABEL_CHECK = """        if t[i] < 0 or t[i] >= C:
+# a serial pre-pass: a raise inside the prange loop would stop numba from parallelising it
+_LABEL_CHECK = """    for i in range(N):
+        if t[i] < 0 or t[i] >= C:
             raise ValueError("loss: a class label is out of range")"""
 
 
@@ -120,9 +122,9 @@ def _ce_cpu(node, name):
     eps = float(node.attrs.get("label_smoothing", 0.0))
     return f"""def {name}(x, t, out):
     N, C = x.shape
+{_LABEL_CHECK}
     total = 0.0
     for i in prange(N):
-{_LABEL_CHECK}
         m = x[i, 0]
         for c in range(1, C):
             m = max(m, x[i, c])
@@ -137,14 +139,19 @@ def _ce_cpu(node, name):
 
 
 def _scale_src(attrs) -> str:
+    """Per-sample gradient scale; 0-d reads are hoisted by the caller (numba's parfors cannot index 0-d arrays)."""
     red = attrs.get("reduction", "mean")
-    return {"none": "g[i]", "mean": "g[()] / N", "sum": "g[()]"}[red]
+    return {"none": "g[i]", "mean": "g0 / N", "sum": "g0"}[red]
+
+
+def _hoist_g(attrs) -> str:
+    return "" if attrs.get("reduction", "mean") == "none" else "\n    g0 = g[()]"
 
 
 def _ce_bwd_cpu(node, name):
     eps = float(node.attrs.get("label_smoothing", 0.0))
     return f"""def {name}(x, t, g, out):
-    N, C = x.shape
+    N, C = x.shape{_hoist_g(node.attrs)}
     for i in prange(N):
         scale = {_scale_src(node.attrs)}
         m = x[i, 0]
@@ -161,16 +168,16 @@ def _ce_bwd_cpu(node, name):
 def _nll_cpu(node, name):
     return f"""def {name}(x, t, out):
     N, C = x.shape
+{_LABEL_CHECK}
     total = 0.0
     for i in prange(N):
-{_LABEL_CHECK}
 {_per_sample(node.attrs, "-x[i, t[i]]")}
 {_finish(node.attrs)}"""
 
 
 def _nll_bwd_cpu(node, name):
     return f"""def {name}(x, t, g, out):
-    N, C = x.shape
+    N, C = x.shape{_hoist_g(node.attrs)}
     for i in prange(N):
         scale = {_scale_src(node.attrs)}
         for c in range(C):

@@ -133,7 +133,7 @@ class CpuEmitter:
         node = kernel.nodes[0]
         if node.op == "constant":
             self.var[node.outputs[0]] = f"c{len(self.constants)}"
-            self.constants.append(np.ascontiguousarray(node.attrs["value"]))
+            self.constants.append(np.array(node.attrs["value"], order="C"))  # keeps 0-d arrays 0-d
             return
         if kernel.kind == "view":
             op = get_op(node.op)
