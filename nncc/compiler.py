@@ -32,7 +32,8 @@ SIMPLIFY = [
 class Program:
     """One graph through the passes and the codegen: a callable driver plus its IR dumps and source."""
 
-    def __init__(self, graph: Graph, target: str = "cpu", fuse: bool = True, pre_stages: Optional[dict] = None):
+    def __init__(self, graph: Graph, target: str = "cpu", fuse: bool = True, pre_stages: Optional[dict] = None,
+                 parallel: bool = False):
         from .codegen import emit
 
         start = time.perf_counter()
@@ -45,7 +46,7 @@ class Program:
         self.dumps["fused"] = format_plan(self.graph, self.kernels)
         self.timings["passes"] = time.perf_counter() - start
         start = time.perf_counter()
-        self.emitted = emit(target, self.graph, self.kernels)
+        self.emitted = emit(target, self.graph, self.kernels, parallel)
         self.timings["codegen"] = time.perf_counter() - start
         self.input_names = [v.name for v in self.graph.inputs]
         self.fn = self.emitted.load()
@@ -66,13 +67,15 @@ class CompiledModule:
     """
 
     def __init__(self, model: Module, input_types: list[TensorType], loss: Optional[Module] = None,
-                 optimizer: Any = None, target: str = "cpu", fuse: bool = True, name: Optional[str] = None):
+                 optimizer: Any = None, target: str = "cpu", fuse: bool = True, name: Optional[str] = None,
+                 parallel: bool = False):
         self.model = model
         self.input_types = input_types
         self.loss = loss
         self.optimizer = optimizer
         self.target = target
         self.fuse = fuse
+        self.parallel = parallel
         self.name = name or type(model).__name__.lower()
         self.params = {n: np.array(p) for n, p in model.named_parameters()}
         self.buffers = {n: np.array(b) for n, b in model.named_buffers()}
@@ -111,7 +114,7 @@ class CompiledModule:
     def _build(self, kind: str) -> Program:
         if kind == "forward":
             traced = self._traced_forward()
-            return Program(traced.graph.copy(), self.target, self.fuse)
+            return Program(traced.graph.copy(), self.target, self.fuse, parallel=self.parallel)
         if self.loss is None:
             raise NNCCError(f"'{kind}' needs a loss: nncc.compile(model, loss=nn.CrossEntropyLoss(), ...)")
         training = kind != "evaluate"
@@ -127,7 +130,7 @@ class CompiledModule:
                 raise NNCCError("train_step needs an optimizer: nncc.compile(..., optimizer=optim.SGD(lr=0.01))")
             graph = apply_optimizer(graph, traced.params, len(graph.outputs) - len(traced.params), self.optimizer)
             stages["optimizer"] = str(graph)
-        return Program(graph, self.target, self.fuse, stages)
+        return Program(graph, self.target, self.fuse, stages, self.parallel)
 
     # ---- running ------------------------------------------------------------------------------------------------
     def _feeds(self, xs: Sequence, target=None) -> dict[str, np.ndarray]:
@@ -270,12 +273,14 @@ ModelLike = Union[Module, str, Path]
 
 
 def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, optimizer: Any = None,
-            target: str = "cpu", fuse: bool = True, dtype: str = "f32") -> CompiledModule:  # noqa: A001
+            target: str = "cpu", fuse: bool = True, dtype: str = "f32", parallel: bool = False
+            ) -> CompiledModule:  # noqa: A001
     """Compile a model into a CompiledModule.
 
     ``model`` is an ``nncc.nn.Module``, a spec file (``.toml``) or an ONNX file (``.onnx``).
     ``input_shape`` is a tuple (or list of tuples) whose ``None`` dims are the symbolic batch size ``N``;
-    spec and ONNX files carry their own. Example::
+    spec and ONNX files carry their own. ``fuse=False`` turns fusion off (one kernel per op);
+    ``parallel=True`` runs CPU kernels' batch loops on numba's thread pool. Example::
 
         fwd = nncc.compile(model, input_shape=(None, 1, 28, 28))
         step = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),
@@ -295,4 +300,4 @@ def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, o
         raise UnsupportedError(f"target {target!r} is not supported (targets: cpu, cuda)")
     shapes = [input_shape] if not isinstance(input_shape[0], (tuple, list)) else list(input_shape)
     types = [TensorType(dtype, tuple("N" if d is None else int(d) for d in s)) for s in shapes]
-    return CompiledModule(model, types, loss, optimizer, target, fuse)
+    return CompiledModule(model, types, loss, optimizer, target, fuse, parallel=parallel)

@@ -7,9 +7,10 @@ from ..passes.fusion import Kernel
 from .emitted import Emitted
 
 
-def emit(target: str, graph: Graph, kernels: list[Kernel]) -> Emitted:
+def emit(target: str, graph: Graph, kernels: list[Kernel], parallel: bool = False) -> Emitted:
+    """Generate the module for ``target``; ``parallel`` lets CPU kernels run their prange loops on threads."""
     if target == "cpu":
         from .cpu.emitter import CpuEmitter
 
-        return CpuEmitter(graph, kernels).emit()
+        return CpuEmitter(graph, kernels, parallel).emit()
     raise UnsupportedError(f"no code generator for target {target!r}")

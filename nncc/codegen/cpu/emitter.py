@@ -37,9 +37,11 @@ class _Consts:
         return _NP_NAMES[dtype]
 
 
-def _decorate(function_source: str) -> str:
-    parallel = ", parallel=True" if "prange(" in function_source else ""
-    return _JIT.format(parallel=parallel) + "\n" + function_source
+def _decorate(function_source: str, parallel: bool) -> str:
+    # prange is a plain range unless parallel: on 2 cores numba's thread pool fights BLAS's threads and
+    # costs ~1 s of compile time per kernel, for little gain on small models
+    flag = ", parallel=True" if parallel and "prange(" in function_source else ""
+    return _JIT.format(parallel=flag) + "\n" + function_source
 
 
 def describe_node(node: Node, names: dict[Value, str]) -> str:
@@ -54,8 +56,9 @@ def describe_node(node: Node, names: dict[Value, str]) -> str:
 
 
 class CpuEmitter:
-    def __init__(self, graph: Graph, kernels: list[Kernel]):
+    def __init__(self, graph: Graph, kernels: list[Kernel], parallel: bool = False):
         self.graph = graph
+        self.parallel = parallel
         self.kernels = kernels
         self.ir_names: dict[Value, str] = {}  # printer-style %names, for comments
         self.var: dict[Value, str] = {}  # driver variable of each value
@@ -122,7 +125,7 @@ class CpuEmitter:
         if source_with_placeholder not in self.by_source:
             name = f"k{len(self.by_source)}"
             src = source_with_placeholder.replace("KERNEL", name)
-            self.functions.append("\n".join(_decorate(part) for part in re.split(r"(?m)^(?=def )", src) if part))
+            self.functions.append("\n".join(_decorate(part, self.parallel) for part in re.split(r"(?m)^(?=def )", src) if part))
             self.by_source[source_with_placeholder] = name
         return self.by_source[source_with_placeholder]
 
