@@ -8,6 +8,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..ir.types import TensorType, broadcast_shapes, dtype_of
 from .registry import OpDef, register
+from .vjp_util import unbroadcast
 
 
 def _constant_infer(types, attrs):
@@ -172,9 +173,13 @@ def _broadcast_like_infer(types, attrs):
 
 
 # broadcast_like(x, like): x broadcast to like's shape (like only lends its runtime shape).
+def _broadcast_like_vjp(b, node, grads, needs):
+    return [unbroadcast(b, grads[0], node.inputs[0]) if needs[0] else None, None]
+
+
 register(OpDef("broadcast_like", "elementwise", _broadcast_like_infer,
                lambda xs, k: [np.ascontiguousarray(np.broadcast_to(xs[0], xs[1].shape))],
-               scalar=lambda a, k, c: a[0]))
+               vjp=_broadcast_like_vjp, scalar=lambda a, k, c: a[0]))
 
 
 def _numel_infer(types, attrs):

@@ -1,0 +1,98 @@
+"""Shared benchmark helpers: the PyTorch twin of examples/lenet.py, alternating timers, cold/warm compiles."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+def torch_lenet(state: dict):
+    """PyTorch LeNet with the same layer names as examples/lenet.py, loaded with ``state``."""
+    import torch
+    from torch import nn
+
+    class LeNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+            self.pool = nn.MaxPool2d(2, 2)
+            self.conv2 = nn.Conv2d(6, 16, 5)
+            self.fc1 = nn.Linear(400, 120)
+            self.fc2 = nn.Linear(120, 84)
+            self.fc3 = nn.Linear(84, 10)
+
+        def forward(self, x):
+            x = self.pool(torch.relu(self.conv1(x)))
+            x = self.pool(torch.relu(self.conv2(x)))
+            x = torch.flatten(x, 1)
+            return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+    model = LeNet()
+    model.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
+    return model
+
+
+def alternate(fns: dict, seconds: float = 1.0, rounds: int = 7) -> dict:
+    """Median seconds per call of each function, timed in interleaved rounds (A B A B ...) on a noisy machine."""
+    per_call = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm up
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            n, start = 0, time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                elapsed = time.perf_counter() - start
+                if elapsed > seconds / rounds:
+                    break
+            per_call[name].append(elapsed / n)
+    return {name: statistics.median(v) for name, v in per_call.items()}
+
+
+def timed_subprocess(code: str, env_extra: dict) -> float:
+    """Run ``code`` in a fresh interpreter and return the seconds it printed as JSON {"seconds": ...}."""
+    env = dict(os.environ, **env_extra)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def cold_and_warm(code: str) -> tuple[float, float]:
+    """Compile time with an empty kernel cache, then again in a new process with the cache filled."""
+    with tempfile.TemporaryDirectory() as cache:
+        cold = timed_subprocess(code, {"NNCC_CACHE_DIR": cache})
+        warm = timed_subprocess(code, {"NNCC_CACHE_DIR": cache})
+    return cold, warm
+
+
+def matmul_peak_gflops() -> float:
+    """The machine's practical fp32 peak: a large numpy sgemm, best of a few."""
+    a = np.random.rand(2048, 2048).astype(np.float32)
+    b = np.random.rand(2048, 2048).astype(np.float32)
+    a @ b
+    best = min(_timeit(lambda: a @ b) for _ in range(5))
+    return 2 * 2048 ** 3 / best / 1e9
+
+
+def _timeit(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def table(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
+    lines = [" | ".join(k.ljust(widths[k]) for k in keys), "-|-".join("-" * widths[k] for k in keys)]
+    lines += [" | ".join(str(r[k]).ljust(widths[k]) for k in keys) for r in rows]
+    return "\n".join(lines)
