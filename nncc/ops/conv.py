@@ -1,8 +1,8 @@
 """conv2d {stride, padding, dilation, groups} and its two backward ops.
 
 CPU lowering: the forward conv is direct (one input row at a time into a per-sample accumulator, see
-``_forward_cpu``); the backward ops use im2col of the whole batch into a [C/g*R*S, N*P*Q] matrix and one
-BLAS product per group.
+``_forward_cpu``); the backward ops work per sample and group: im2col of one sample (cache resident) and
+one small BLAS product each.
 """
 from __future__ import annotations
 
@@ -129,17 +129,15 @@ def _bwd_weight_ref(xs, attrs):
 
 # ---- CPU lowering -----------------------------------------------------------------------------------------
 def _im2col_src(name, attrs):
-    """``name(x, c0, R, S, P, Q, col)``: col[(c*R + r)*S + s, (n*P + p)*Q + q] = x[n, c0 + c, ...] (0 in the padding)."""
-    return f"""def {name}(x, c0, R, S, P, Q, col):
-    N, H, W = x.shape[0], x.shape[2], x.shape[3]
-    PQ = P * Q
-    for crs in prange(col.shape[0]):
+    """``name(x, n, c0, R, S, P, Q, col)``: col[(c*R + r)*S + s, p*Q + q] = x[n, c0 + c, ...] (0 in the padding)."""
+    return f"""def {name}(x, n, c0, R, S, P, Q, col):
+    H, W = x.shape[2], x.shape[3]
+    for crs in range(col.shape[0]):
         ci = c0 + crs // (R * S)
         r = (crs // S) % R
         s = crs % S
-        for n in range(N):
-            row = col[crs, n * PQ:(n + 1) * PQ]
-            {_row_fill_src(attrs, 12)}"""
+        row = col[crs]
+        {_row_fill_src(attrs, 8)}"""
 
 
 def _row_fill_src(attrs, indent: int) -> str:
@@ -196,70 +194,66 @@ def _forward_cpu(node, name):
                                 acc[k, i] += wv * row[i]"""
 
 
-def _gather_gy_src(name):
-    """``name(gy, k0, dst)``: dst[k, (n*P + p)*Q + q] = gy[n, k0 + k, p, q]."""
-    return f"""def {name}(gy, k0, dst):
-    N, P, Q = gy.shape[0], gy.shape[2], gy.shape[3]
-    g3 = gy.reshape((N, gy.shape[1], P * Q))
-    for k in prange(dst.shape[0]):
-        for n in range(N):
-            for pq in range(P * Q):
-                dst[k, n * P * Q + pq] = g3[n, k0 + k, pq]"""
+def _sample_grad_src(groups: int) -> str:
+    """``gyn``: the [K/groups, P*Q] slice of sample n's output gradient for group g (a view when groups == 1)."""
+    if groups == 1:
+        return "gyn = gy3[n]"
+    return "gyn = np.ascontiguousarray(gy3[n, g * Kg:(g + 1) * Kg])"
 
 
 def _backward_weight_cpu(node, name):
+    """Per sample and group: gw[g] += gy[n, g] @ im2col(x[n]).T, with the sample's columns resident in cache."""
     groups = _geometry(node.attrs)[3]
-    return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _gather_gy_src(f"{name}_gather") + f"""
+    return _im2col_src(f"{name}_im2col", node.attrs) + f"""
 
 
 def {name}(x, gy, w, out):
     N, K, P, Q = gy.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     Kg = K // {groups}
-    L = N * P * Q
-    col = np.empty((Cg * R * S, L), x.dtype)
-    gyk = np.empty((Kg, L), x.dtype)
-    o2 = out.reshape((K, Cg * R * S))
+    gy3 = gy.reshape((N, K, P * Q))
+    col = np.empty((Cg * R * S, P * Q), x.dtype)
     part = np.empty((Kg, Cg * R * S), x.dtype)
+    o2 = out.reshape((K, Cg * R * S))
+    o2[...] = 0
     for g in range({groups}):
-        {name}_im2col(x, g * Cg, R, S, P, Q, col)
-        {name}_gather(gy, g * Kg, gyk)
-        np.dot(gyk, col.T, part)
-        o2[g * Kg:(g + 1) * Kg] = part"""
+        for n in range(N):
+            {name}_im2col(x, n, g * Cg, R, S, P, Q, col)
+            {_sample_grad_src(groups)}
+            np.dot(gyn, col.T, part)
+            o2[g * Kg:(g + 1) * Kg] += part"""
 
 
 def _backward_input_cpu(node, name):
+    """Per sample and group: dcol = w[g].T @ gy[n, g], then col2im adds each column back to its input pixel."""
     (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
-    return _gather_gy_src(f"{name}_gather") + f"""
-
-
-def {name}(gy, w, x, out):
+    return f"""def {name}(gy, w, x, out):
     N, K, P, Q = gy.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     H, W = out.shape[2], out.shape[3]
     Kg = K // {groups}
-    L = N * P * Q
+    gy3 = gy.reshape((N, K, P * Q))
     w2 = w.reshape((K, Cg * R * S))
-    gyk = np.empty((Kg, L), gy.dtype)
-    dcol = np.empty((Cg * R * S, L), gy.dtype)
+    dcol = np.empty((Cg * R * S, P * Q), gy.dtype)
     out[...] = 0
     for g in range({groups}):
-        {name}_gather(gy, g * Kg, gyk)
-        np.dot(np.ascontiguousarray(w2[g * Kg:(g + 1) * Kg].T), gyk, dcol)
-        for c in prange(Cg):  # each c owns its output channel: no write races
-            for r in range(R):
-                for s in range(S):
-                    row = (c * R + r) * S + s
-                    for n in range(N):
-                        for p in range(P):
-                            h = p * {sh} - {ph} + r * {dh}
-                            if h < 0 or h >= H:
-                                continue
-                            base = (n * P + p) * Q
-                            for q in range(Q):
-                                wc = q * {sw} - {pw} + s * {dw}
-                                if 0 <= wc < W:
-                                    out[n, g * Cg + c, h, wc] += dcol[row, base + q]"""
+        wt = np.ascontiguousarray(w2[g * Kg:(g + 1) * Kg].T)
+        for n in range(N):
+            {_sample_grad_src(groups)}
+            np.dot(wt, gyn, dcol)
+            for crs in range(Cg * R * S):
+                ci = g * Cg + crs // (R * S)
+                r = (crs // S) % R
+                s = crs % S
+                off = s * {dw} - {pw}
+                q_lo = min(Q, max(0, (-off + {sw - 1}) // {sw}))
+                q_hi = max(q_lo, min(Q, (W - 1 - off) // {sw} + 1))
+                for p in range(P):
+                    h = p * {sh} - {ph} + r * {dh}
+                    if h < 0 or h >= H:
+                        continue
+                    for q in range(q_lo, q_hi):
+                        out[n, ci, h, q * {sw} + off] += dcol[crs, p * Q + q]"""
 
 
 def _flops(node, sizes):
