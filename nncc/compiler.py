@@ -15,6 +15,7 @@ from .ir.types import TensorType
 from .passes.autodiff import differentiate
 from .passes.fusion import format_plan, plan_kernels
 from .passes.manager import PassManager
+from .passes.memory import plan_memory
 from .passes.optimizer import apply_optimizer, state_input_name
 from .passes.shape_inference import infer_shapes
 from .passes.simplify import (eliminate_common_subexpressions, eliminate_dead_code, fold_constants,
@@ -44,16 +45,29 @@ class Program:
         self.timings = dict(pm.timings)
         self.kernels = plan_kernels(self.graph, fuse)
         self.dumps["fused"] = format_plan(self.graph, self.kernels)
+        self.memory = plan_memory(self.graph, self.kernels) if fuse and target == "cpu" else None
         self.timings["passes"] = time.perf_counter() - start
         start = time.perf_counter()
-        self.emitted = emit(target, self.graph, self.kernels, parallel)
+        self.emitted = emit(target, self.graph, self.kernels, parallel, self.memory)
         self.timings["codegen"] = time.perf_counter() - start
         self.input_names = [v.name for v in self.graph.inputs]
         self.fn = self.emitted.load()
         self.constants = self.emitted.constants
+        self._arenas: dict[int, np.ndarray] = {}  # batch size -> preallocated arena
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> tuple:
-        return self.fn(*[feeds[n] for n in self.input_names], *self.constants)
+        args = [feeds[n] for n in self.input_names]
+        if self.emitted.memory is None:
+            return self.fn(*args, *self.constants)
+        return self.fn(*args, *self.constants, self._arena(args))
+
+    def _arena(self, args: list[np.ndarray]) -> np.ndarray:
+        source = self.emitted.batch_source
+        batch = args[source[0]].shape[source[1]] if source else 0
+        if batch not in self._arenas:
+            memory = self.emitted.memory
+            self._arenas[batch] = np.empty(memory.arena_elements(batch), np.dtype(memory.dtype_np))
+        return self._arenas[batch]
 
 
 class CompiledModule:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
+from ..passes.memory import MemoryPlan
 from .cache import load_generated
 
 
@@ -17,6 +18,8 @@ class Emitted:
     entry: str  # name of the driver function
     constants: list[np.ndarray]  # passed after the graph inputs
     kernel_count: int
+    memory: Optional[MemoryPlan] = None  # when set, the driver takes an ``arena`` array after the constants
+    batch_source: Optional[tuple[int, int]] = None  # (input index, axis) of the batch size scaling the arena
 
     def load(self) -> Callable:
         return getattr(load_generated(self.source), self.entry)
