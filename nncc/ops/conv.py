@@ -1,8 +1,7 @@
 """conv2d {stride, padding, dilation, groups} and its two backward ops.
 
-CPU lowering: the forward conv is direct (one input row at a time into a per-sample accumulator, see
-``_forward_cpu``); the backward ops work per sample and group: im2col of one sample (cache resident) and
-one small BLAS product each.
+CPU lowering: per group, im2col of the whole batch into a [C/g*R*S, N*P*Q] matrix and one BLAS product
+with the [K/g, C/g*R*S] weights; the result is scattered back to NCHW with the bias added on the way.
 """
 from __future__ import annotations
 
@@ -129,131 +128,120 @@ def _bwd_weight_ref(xs, attrs):
 
 # ---- CPU lowering -----------------------------------------------------------------------------------------
 def _im2col_src(name, attrs):
-    """``name(x, n, c0, R, S, P, Q, col)``: col[(c*R + r)*S + s, p*Q + q] = x[n, c0 + c, ...] (0 in the padding)."""
-    return f"""def {name}(x, n, c0, R, S, P, Q, col):
-    H, W = x.shape[2], x.shape[3]
-    for crs in range(col.shape[0]):
-        ci = c0 + crs // (R * S)
-        r = (crs // S) % R
-        s = crs % S
-        row = col[crs]
-        {_row_fill_src(attrs, 8)}"""
-
-
-def _row_fill_src(attrs, indent: int) -> str:
-    """Source that fills ``row[P*Q]`` with input channel ``ci`` of sample ``n`` shifted by tap (r, s).
-
-    Valid output columns [q_lo, q_hi) are computed once per tap, so the copy loop has no branches.
-    """
+    """``name(x, c0, col)``: col[(c*R + r)*S + s, (n*P + p)*Q + q] = x[n, c0 + c, ...] (0 in the padding)."""
     (sh, sw), (ph, pw), (dh, dw), _ = _geometry(attrs)
-    src = f"""off = s * {dw} - {pw}
-q_lo = min(Q, max(0, (-off + {sw - 1}) // {sw}))
-q_hi = max(q_lo, min(Q, (W - 1 - off) // {sw} + 1))
-for p in range(P):
-    h = p * {sh} - {ph} + r * {dh}
-    base = p * Q
-    if h < 0 or h >= H:
-        row[base:base + Q] = 0
-        continue
-    row[base:base + q_lo] = 0
-    for q in range(q_lo, q_hi):
-        row[base + q] = x[n, ci, h, q * {sw} + off]
-    row[base + q_hi:base + Q] = 0"""
-    return src.replace("\n", "\n" + " " * indent)
+    return f"""def {name}(x, c0, R, S, P, Q, col):
+    N, H, W = x.shape[0], x.shape[2], x.shape[3]
+    rows = col.shape[0]
+    for row in prange(rows):
+        c = row // (R * S)
+        r = (row // S) % R
+        s = row % S
+        for n in range(N):
+            for p in range(P):
+                h = p * {sh} - {ph} + r * {dh}
+                base = (n * P + p) * Q
+                if h < 0 or h >= H:
+                    for q in range(Q):
+                        col[row, base + q] = 0
+                    continue
+                for q in range(Q):
+                    w = q * {sw} - {pw} + s * {dw}
+                    col[row, base + q] = x[n, c0 + c, h, w] if 0 <= w < W else 0"""
 
 
 def _forward_cpu(node, name):
-    """Per sample: out[n] viewed as [K, P*Q] accumulates w[k, c, r, s] * row for one input row at a time.
-
-    The innermost loop runs over the P*Q contiguous output positions of an L1-resident accumulator, which
-    LLVM vectorises; the row is rebuilt once per (c, r, s) and reused by all K/groups output channels.
-    """
     groups = _geometry(node.attrs)[3]
     has_bias = len(node.inputs) == 3
+    bias = "b[k0 + k]" if has_bias else "0"
     args = "x, w, b, out" if has_bias else "x, w, out"
-    return f"""def {name}({args}):
+    return _im2col_src(f"{name}_im2col", node.attrs) + f"""
+
+
+def {name}({args}):
     N, K, P, Q = out.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
-    H, W = x.shape[2], x.shape[3]
     Kg = K // {groups}
-    PQ = P * Q
-    for n in prange(N):
-        row = np.empty(PQ, x.dtype)
-        acc = out[n].reshape((K, PQ))
-        for k in range(K):
-            acc[k, :] = {"b[k]" if has_bias else "0"}
-        for g in range({groups}):
-            for c in range(Cg):
-                ci = g * Cg + c
-                for r in range(R):
-                    for s in range(S):
-                        {_row_fill_src(node.attrs, 24)}
-                        for k in range(g * Kg, (g + 1) * Kg):
-                            wv = w[k, c, r, s]
-                            for i in range(PQ):
-                                acc[k, i] += wv * row[i]"""
+    L = N * P * Q
+    w2 = w.reshape((K, Cg * R * S))
+    col = np.empty((Cg * R * S, L), x.dtype)
+    res = np.empty((Kg, L), x.dtype)
+    o3 = out.reshape((N, K, P * Q))
+    for g in range({groups}):
+        k0 = g * Kg
+        {name}_im2col(x, g * Cg, R, S, P, Q, col)
+        np.dot(np.ascontiguousarray(w2[k0:k0 + Kg]), col, res)
+        for n in prange(N):
+            for k in range(Kg):
+                bias = {bias}
+                for pq in range(P * Q):
+                    o3[n, k0 + k, pq] = res[k, n * P * Q + pq] + bias"""
 
 
-def _sample_grad_src(groups: int) -> str:
-    """``gyn``: the [K/groups, P*Q] slice of sample n's output gradient for group g (a view when groups == 1)."""
-    if groups == 1:
-        return "gyn = gy3[n]"
-    return "gyn = np.ascontiguousarray(gy3[n, g * Kg:(g + 1) * Kg])"
+def _gather_gy_src(name):
+    """``name(gy, k0, dst)``: dst[k, (n*P + p)*Q + q] = gy[n, k0 + k, p, q]."""
+    return f"""def {name}(gy, k0, dst):
+    N, P, Q = gy.shape[0], gy.shape[2], gy.shape[3]
+    g3 = gy.reshape((N, gy.shape[1], P * Q))
+    for k in prange(dst.shape[0]):
+        for n in range(N):
+            for pq in range(P * Q):
+                dst[k, n * P * Q + pq] = g3[n, k0 + k, pq]"""
 
 
 def _backward_weight_cpu(node, name):
-    """Per sample and group: gw[g] += gy[n, g] @ im2col(x[n]).T, with the sample's columns resident in cache."""
     groups = _geometry(node.attrs)[3]
-    return _im2col_src(f"{name}_im2col", node.attrs) + f"""
+    return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _gather_gy_src(f"{name}_gather") + f"""
 
 
 def {name}(x, gy, w, out):
     N, K, P, Q = gy.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     Kg = K // {groups}
-    gy3 = gy.reshape((N, K, P * Q))
-    col = np.empty((Cg * R * S, P * Q), x.dtype)
-    part = np.empty((Kg, Cg * R * S), x.dtype)
+    L = N * P * Q
+    col = np.empty((Cg * R * S, L), x.dtype)
+    gyk = np.empty((Kg, L), x.dtype)
     o2 = out.reshape((K, Cg * R * S))
-    o2[...] = 0
+    part = np.empty((Kg, Cg * R * S), x.dtype)
     for g in range({groups}):
-        for n in range(N):
-            {name}_im2col(x, n, g * Cg, R, S, P, Q, col)
-            {_sample_grad_src(groups)}
-            np.dot(gyn, col.T, part)
-            o2[g * Kg:(g + 1) * Kg] += part"""
+        {name}_im2col(x, g * Cg, R, S, P, Q, col)
+        {name}_gather(gy, g * Kg, gyk)
+        np.dot(gyk, col.T, part)
+        o2[g * Kg:(g + 1) * Kg] = part"""
 
 
 def _backward_input_cpu(node, name):
-    """Per sample and group: dcol = w[g].T @ gy[n, g], then col2im adds each column back to its input pixel."""
     (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
-    return f"""def {name}(gy, w, x, out):
+    return _gather_gy_src(f"{name}_gather") + f"""
+
+
+def {name}(gy, w, x, out):
     N, K, P, Q = gy.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     H, W = out.shape[2], out.shape[3]
     Kg = K // {groups}
-    gy3 = gy.reshape((N, K, P * Q))
+    L = N * P * Q
     w2 = w.reshape((K, Cg * R * S))
-    dcol = np.empty((Cg * R * S, P * Q), gy.dtype)
+    gyk = np.empty((Kg, L), gy.dtype)
+    dcol = np.empty((Cg * R * S, L), gy.dtype)
     out[...] = 0
     for g in range({groups}):
-        wt = np.ascontiguousarray(w2[g * Kg:(g + 1) * Kg].T)
-        for n in range(N):
-            {_sample_grad_src(groups)}
-            np.dot(wt, gyn, dcol)
-            for crs in range(Cg * R * S):
-                ci = g * Cg + crs // (R * S)
-                r = (crs // S) % R
-                s = crs % S
-                off = s * {dw} - {pw}
-                q_lo = min(Q, max(0, (-off + {sw - 1}) // {sw}))
-                q_hi = max(q_lo, min(Q, (W - 1 - off) // {sw} + 1))
-                for p in range(P):
-                    h = p * {sh} - {ph} + r * {dh}
-                    if h < 0 or h >= H:
-                        continue
-                    for q in range(q_lo, q_hi):
-                        out[n, ci, h, q * {sw} + off] += dcol[crs, p * Q + q]"""
+        {name}_gather(gy, g * Kg, gyk)
+        np.dot(np.ascontiguousarray(w2[g * Kg:(g + 1) * Kg].T), gyk, dcol)
+        for c in prange(Cg):  # each c owns its output channel: no write races
+            for r in range(R):
+                for s in range(S):
+                    row = (c * R + r) * S + s
+                    for n in range(N):
+                        for p in range(P):
+                            h = p * {sh} - {ph} + r * {dh}
+                            if h < 0 or h >= H:
+                                continue
+                            base = (n * P + p) * Q
+                            for q in range(Q):
+                                wc = q * {sw} - {pw} + s * {dw}
+                                if 0 <= wc < W:
+                                    out[n, g * Cg + c, h, wc] += dcol[row, base + q]"""
 
 
 def _flops(node, sizes):
