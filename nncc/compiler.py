@@ -158,9 +158,18 @@ class CompiledModule:
             names.append("target")
             arrays.append(target)
         feeds = dict(check_inputs(arrays, types, names))
+        if target is not None and types[-1].dtype == "i64":
+            self._check_labels(feeds["target"])
         feeds.update(self.params)
         feeds.update(self.buffers)
         return feeds
+
+    def _check_labels(self, target: np.ndarray) -> None:
+        classes = self._traced_forward().graph.outputs[0].type.shape[-1]
+        if target.size and (target.min() < 0 or target.max() >= classes):
+            bad = target[(target < 0) | (target >= classes)][0]
+            raise ShapeError(f"input 'target': class label {bad} is out of range [0, {classes}) for "
+                             f"{type(self.loss).__name__}")
 
     def __call__(self, *xs: np.ndarray):
         outs = self.program("forward")(self._feeds(xs))
