@@ -1,0 +1,45 @@
+"""The divergence finder names the first IR node whose compiled output differs from the reference."""
+import numpy as np
+import pytest
+
+import nncc
+from nncc import nn
+from nncc.check import find_divergence
+from nncc.frontend.nn import functional as F
+from nncc.ops import get_op
+from runtime import optim
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(F.tanh(self.fc1(x)))
+
+
+@pytest.fixture()
+def step():
+    nncc.manual_seed(0)
+    return nncc.compile(Net(), input_shape=(None, 4), loss=nn.CrossEntropyLoss(), optimizer=optim.SGD(lr=0.1))
+
+
+def test_agreeing_programs_report_nothing(step):
+    x = np.random.default_rng(0).random((3, 4), np.float32)
+    y = np.array([0, 2, 1], np.int64)
+    assert find_divergence(step, x) is None
+    assert find_divergence(step, x, y, kind="train") is None
+
+
+def test_a_broken_lowering_is_named(step, monkeypatch):
+    x = np.random.default_rng(0).random((3, 4), np.float32)
+    y = np.array([0, 2, 1], np.int64)
+    op = get_op("tanh_backward")
+    monkeypatch.setattr(op, "scalar", lambda a, k, c: f"{a[1]} * ({c(1.0)} - {a[0]})")  # drops a factor y
+    found = find_divergence(step, x, y, kind="grad")
+    assert found is not None
+    assert "tanh_backward" in found.node_text and "grad of Net" in found.node_text
+    assert "tanh_backward" in found.kernel_text
+    assert found.max_abs_error > 1e-3
