@@ -6,6 +6,8 @@ torch.compile, in one run, alternating; plus cold/warm compile time and the frac
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -46,6 +48,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
 
+    # a truly cold torch.compile: inductor and triton caches in a fresh directory
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
+    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="triton-")
     import torch
     import nncc
     from nncc import nn
