@@ -150,32 +150,53 @@ def _im2col_src(name, attrs):
                     col[row, base + q] = x[n, c0 + c, h, w] if 0 <= w < W else 0"""
 
 
+def _sample_im2col_src(name, attrs):
+    """``name(x, n, c0, R, S, P, Q, col)``: col[(c*R + r)*S + s, p*Q + q] = x[n, c0 + c, ...] (0 in the padding)."""
+    (sh, sw), (ph, pw), (dh, dw), _ = _geometry(attrs)
+    return f"""def {name}(x, n, c0, R, S, P, Q, col):
+    H, W = x.shape[2], x.shape[3]
+    for crs in range(col.shape[0]):
+        c = crs // (R * S)
+        r = (crs // S) % R
+        s = crs % S
+        for p in range(P):
+            h = p * {sh} - {ph} + r * {dh}
+            base = p * Q
+            if h < 0 or h >= H:
+                for q in range(Q):
+                    col[crs, base + q] = 0
+                continue
+            for q in range(Q):
+                w = q * {sw} - {pw} + s * {dw}
+                col[crs, base + q] = x[n, c0 + c, h, w] if 0 <= w < W else 0"""
+
+
 def _forward_cpu(node, name):
     groups = _geometry(node.attrs)[3]
     has_bias = len(node.inputs) == 3
     bias = "b[k0 + k]" if has_bias else "0"
     args = "x, w, b, out" if has_bias else "x, w, out"
-    return _im2col_src(f"{name}_im2col", node.attrs) + f"""
+    return _sample_im2col_src(f"{name}_im2col", node.attrs) + f"""
 
 
 def {name}({args}):
     N, K, P, Q = out.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     Kg = K // {groups}
-    L = N * P * Q
     w2 = w.reshape((K, Cg * R * S))
-    col = np.empty((Cg * R * S, L), x.dtype)
-    res = np.empty((Kg, L), x.dtype)
+    col = np.empty((Cg * R * S, P * Q), x.dtype)
     o3 = out.reshape((N, K, P * Q))
     for g in range({groups}):
         k0 = g * Kg
-        {name}_im2col(x, g * Cg, R, S, P, Q, col)
-        np.dot(np.ascontiguousarray(w2[k0:k0 + Kg]), col, res)
-        for n in prange(N):
+        wg = np.ascontiguousarray(w2[k0:k0 + Kg])
+        res = np.empty((Kg, P * Q), x.dtype)
+        for n in range(N):
+            {name}_im2col(x, n, g * Cg, R, S, P, Q, col)
+            np.dot(wg, col, res)
             for k in range(Kg):
                 bias = {bias}
                 for pq in range(P * Q):
-                    o3[n, k0 + k, pq] = res[k, n * P * Q + pq] + bias"""
+                    o3[n, k0 + k, pq] = res[k, pq] + bias"""
 
 
 def _gather_gy_src(name):
