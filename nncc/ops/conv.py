@@ -131,7 +131,7 @@ def _bwd_weight_ref(xs, attrs):
 
 # ---- CPU lowering -----------------------------------------------------------------------------------------
 def _im2col_src(name, attrs):
-    """``name(x, c0, col)``: col[(c*R + r)*S + s, (n*P + p)*Q + q] = x[n, c0 + c, ...] (0 in the padding)."""
+    """Whole batch, row by row: ``name(x, c0, col)``: col[(c*R + r)*S + s, (n*P + p)*Q + q] = x[n, c0 + c, ...] (0 in the padding)."""
     (sh, sw), (ph, pw), (dh, dw), _ = _geometry(attrs)
     return f"""def {name}(x, c0, R, S, P, Q, col):
     N, H, W = x.shape[0], x.shape[2], x.shape[3]
