@@ -1,0 +1,158 @@
+"""Data loading: the MNIST IDX reader and a DataLoader.
+
+``mnist(dir)`` reads the four standard IDX files (gzip or not) from a directory, so the same code trains on
+the full MNIST set wherever a user has it. Example::
+
+    train, test = data.mnist("../shared/data/mnist-small")
+    for x, y in data.DataLoader(train, batch_size=64, shuffle=True, seed=0):
+        ...
+"""
+from __future__ import annotations
+
+import gzip
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
+               0x0E: np.dtype(">f8")}
+
+
+class DataError(ValueError):
+    """A data file or directory that cannot be used; the message names it."""
+
+
+@dataclass
+class Dataset:
+    """Images (float32, [n, C, H, W]) and int64 labels [n]."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzip-compressed when its name ends in .gz); errors name the file."""
+    try:
+        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = header + int(np.prod(dims)) * dtype.itemsize
+    if len(raw) != expected:
+        raise DataError(f"{path}: IDX header says {dims} ({expected} bytes) but the file has {len(raw)} bytes")
+    return np.frombuffer(raw, dtype, offset=header).reshape(dims)
+
+
+def _find(directory: Path, stem: str) -> Optional[Path]:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).exists():
+            return directory / name
+    return None
+
+
+def download_mnist(directory: Path, timeout: float = 10.0) -> None:
+    """Fetch the missing MNIST files from the usual mirrors; a clear error when offline."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stem in MNIST_FILES.values():
+        if _find(directory, stem):
+            continue
+        errors = []
+        for mirror in MNIST_MIRRORS:
+            try:
+                with urllib.request.urlopen(mirror + stem + ".gz", timeout=timeout) as response, \
+                        open(directory / (stem + ".gz.part"), "wb") as f:
+                    shutil.copyfileobj(response, f)
+                (directory / (stem + ".gz.part")).rename(directory / (stem + ".gz"))
+                break
+            except (urllib.error.URLError, OSError) as e:
+                errors.append(f"{mirror}: {e}")
+        else:
+            raise DataError(f"could not download {stem}.gz into {directory} (offline?): " + "; ".join(errors))
+
+
+def mnist(directory, download: bool = False, normalize: bool = True) -> tuple[Dataset, Dataset]:
+    """(train, test) from the standard IDX files in ``directory``; images scaled to [0, 1] and normalised with
+    MNIST's mean and std, shaped [n, 1, 28, 28]."""
+    directory = Path(directory)
+    missing = [stem for stem in MNIST_FILES.values() if not _find(directory, stem)]
+    if missing and download:
+        download_mnist(directory)
+        missing = [stem for stem in MNIST_FILES.values() if not _find(directory, stem)]
+    if missing:
+        raise DataError(f"{directory} holds no MNIST files {missing} (expected these names, optionally .gz); "
+                        f"pass download=True (--download) to fetch them")
+    files = {key: _find(directory, stem) for key, stem in MNIST_FILES.items()}
+    return (_load_split(files["train_images"], files["train_labels"], normalize),
+            _load_split(files["test_images"], files["test_labels"], normalize))
+
+
+def _load_split(images_path: Path, labels_path: Path, normalize: bool) -> Dataset:
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"{images_path} must hold [n, rows, cols] images and {labels_path} [n] labels, "
+                        f"got {list(images.shape)} and {list(labels.shape)}")
+    if len(images) != len(labels):
+        raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+    x = images.astype(np.float32)[:, None] / 255.0
+    if normalize:
+        x = (x - MNIST_MEAN) / MNIST_STD
+    return Dataset(x.astype(np.float32), labels.astype(np.int64))
+
+
+class DataLoader:
+    """Batches of a Dataset: seeded shuffle (a new order every epoch), optional drop_last and transform.
+
+    The last partial batch is kept by default: compiled modules serve any batch size.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int = 64, shuffle: bool = False, seed: int = 0,
+                 drop_last: bool = False, transform: Optional[Callable[[np.ndarray], np.ndarray]] = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
+        self.seed, self.drop_last, self.transform = seed, drop_last, transform
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The sample order of ``epoch``: reproducible from (seed, epoch) alone, so a resumed run repeats it."""
+        n = len(self.dataset)
+        return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Batches of ``epoch`` from batch index ``start`` on."""
+        order = self.order(epoch)
+        for b in range(start, len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            x = self.dataset.images[idx]
+            yield (self.transform(x) if self.transform else x), self.dataset.labels[idx]
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        yield from self.batches(self.epoch)
+        self.epoch += 1
