@@ -83,8 +83,8 @@ class Trainer:
             return batches
         from tqdm import tqdm
 
-        self._bar = tqdm(batches, total=len(self.loader), initial=self.next_batch, leave=False,
-                         desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="batch")
+        self._bar = tqdm(batches, total=len(self.loader), initial=self.next_batch, leave=False, disable=None,
+                         desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="batch")  # disable=None: off without a tty
         return self._bar
 
     def _train_batch(self, x: np.ndarray, y: np.ndarray) -> None:
@@ -96,7 +96,7 @@ class Trainer:
         predicted = np.asarray(self.step.last_output).argmax(axis=1)
         self._sums = (total + loss * len(y), correct + int((predicted == y).sum()), n + len(y))
         if self.progress:
-            self._bar.set_postfix(loss=f"{self._sums[0] / self._sums[2]:.4f}")
+            self._bar.set_postfix(loss=f"{self._sums[0] / self._sums[2]:.4f}", refresh=False)
 
     def _end_epoch(self) -> None:
         total, correct, n = self._sums
