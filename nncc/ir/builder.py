@@ -45,8 +45,8 @@ class GraphBuilder:
 
     def constant(self, value, dtype: str | None = None) -> Value:
         arr = np.asarray(value, dtype=None if dtype is None else TensorType(dtype, ()).np_dtype)
-        if dtype is None and arr.dtype == np.float64:
-            arr = arr.astype(np.float32)
+        if dtype is None and arr.dtype == np.float64 and not isinstance(value, (np.ndarray, np.generic)):
+            arr = arr.astype(np.float32)  # Python floats default to f32, as torch's do
         dtype_of(arr.dtype)  # rejects unsupported dtypes early
         return self.add1("constant", [], {"value": arr})
 

@@ -90,9 +90,17 @@ def _vjp(b, node, grads, needs):
     return [gx, gw] + ([gb] if len(node.inputs) == 3 else [])
 
 
+def _check_output_grad(gy, x, w, attrs) -> None:
+    expected = _infer([x, w], attrs)[0]
+    if gy != expected:
+        raise ShapeError(f"output gradient {gy} does not match the conv output {expected}")
+
+
 # conv2d_backward_input(gy, w, x): the gradient w.r.t. x (x only lends its shape).
 def _bwd_input_infer(types, attrs):
-    return [types[2]]
+    gy, w, x = types
+    _check_output_grad(gy, x, w, attrs)
+    return [x]
 
 
 def _bwd_input_ref(xs, attrs):
@@ -115,7 +123,9 @@ def _bwd_input_ref(xs, attrs):
 
 # conv2d_backward_weight(x, gy, w): the gradient w.r.t. w (w only lends its shape).
 def _bwd_weight_infer(types, attrs):
-    return [types[2]]
+    x, gy, w = types
+    _check_output_grad(gy, x, w, attrs)
+    return [w]
 
 
 def _bwd_weight_ref(xs, attrs):
