@@ -9,7 +9,7 @@ Example::
 """
 from .compiler import CompiledModule, compile
 from .errors import IRError, NNCCError, ShapeError, UnsupportedError
-from .frontend import nn
+from . import nn
 from .frontend.nn.init import manual_seed
 
 __version__ = "0.1.0"

@@ -35,23 +35,30 @@ def _sgd_ref(xs, k):
     return [(p - lr * d).astype(p.dtype), buf.astype(p.dtype)]
 
 
+def _typed(node):
+    """(numpy type name, constant renderer) of the parameter's dtype. Constants typed like the parameter keep
+    the arithmetic in float32, in PyTorch's order, so trajectories follow PyTorch's to float32 rounding."""
+    np_name = {"f32": "np.float32", "f64": "np.float64"}[node.inputs[0].dtype]
+    return np_name, lambda value: f"{np_name}({float(value)!r})"
+
+
 def _sgd_cpu(node, name):
-    k = node.attrs
+    k, (cast, c) = node.attrs, _typed(node)
     m, damp, wd = float(k["momentum"]), float(k["dampening"]), float(k["weight_decay"])
-    direction = f"d + {m!r} * b" if k["nesterov"] else "b"
-    momentum = f"""        b = d if first else {m!r} * bi[i] + {1 - damp!r} * d
+    direction = f"d + {c(m)} * b" if k["nesterov"] else "b"
+    momentum = f"""        b = d if first else bi[i] * {c(m)} + d * {c(1 - damp)}
         bf[i] = b
         d = {direction}""" if m else ""
     return f"""def {name}(p, g, buf, lr, step, p_out, buf_out):
     pi, pf = p.reshape(-1), p_out.reshape(-1)
     gf = g.reshape(-1)
     bi, bf = buf.reshape(-1), buf_out.reshape(-1)
-    rate = lr[()]
+    rate = {cast}(lr[()])
     first = step[()] == 1
     for i in range(pf.size):
-        d = gf[i] + {wd!r} * pi[i]
+        d = gf[i] + pi[i] * {c(wd)}
 {momentum}
-        pf[i] = pi[i] - rate * d"""
+        pf[i] = pi[i] - d * rate"""
 
 
 def _adam_ref(xs, k):
@@ -69,9 +76,9 @@ def _adam_ref(xs, k):
 
 
 def _adam_cpu(node, name):
-    k = node.attrs
+    k, (cast, c) = node.attrs, _typed(node)
     b1, b2, eps, wd = (float(k[a]) for a in ("beta1", "beta2", "eps", "weight_decay"))
-    decay = f"        q = q * (1.0 - rate * {wd!r})" if k["decoupled"] else f"        d = d + {wd!r} * q"
+    decay = f"        q = q * {cast}(1.0 - rate * {wd!r})" if k["decoupled"] else f"        d = d + q * {c(wd)}"
     return f"""def {name}(p, g, m, v, lr, step, p_out, m_out, v_out):
     pi, pf = p.reshape(-1), p_out.reshape(-1)
     gf = g.reshape(-1)
@@ -79,17 +86,17 @@ def _adam_cpu(node, name):
     vi_, vf = v.reshape(-1), v_out.reshape(-1)
     rate = lr[()]
     t = step[()]
-    step_size = rate / (1.0 - {b1!r} ** t)
-    root_c2 = np.sqrt(1.0 - {b2!r} ** t)
+    step_size = {cast}(rate / (1.0 - {b1!r} ** t))
+    root_c2 = {cast}(np.sqrt(1.0 - {b2!r} ** t))
     for i in range(pf.size):
         q = pi[i]
         d = gf[i]
 {decay}
-        mi = {b1!r} * mi_[i] + {1 - b1!r} * d
-        vi = {b2!r} * vi_[i] + {1 - b2!r} * d * d
+        mi = mi_[i] + (d - mi_[i]) * {c(1 - b1)}
+        vi = vi_[i] * {c(b2)} + d * d * {c(1 - b2)}
         mf[i] = mi
         vf[i] = vi
-        pf[i] = q - step_size * mi / (np.sqrt(vi) / root_c2 + {eps!r})"""
+        pf[i] = q - step_size * (mi / (np.sqrt(vi) / root_c2 + {c(eps)}))"""
 
 
 register(OpDef("sgd_update", "kernel", _infer(1), _sgd_ref, lower={"cpu": _sgd_cpu}, inplace={0: 0, 1: 2}))
