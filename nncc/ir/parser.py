@@ -96,8 +96,10 @@ def parse_graph(text: str) -> Graph:
         t.accept(",")
     t.expect("->")
     t.expect("(")
+    result_pos = t.peek()[2]
+    declared = []
     while not t.accept(")"):
-        _parse_type(t)
+        declared.append(_parse_type(t))
         t.accept(",")
     t.expect("{")
     nodes: list[Node] = []
@@ -111,6 +113,9 @@ def parse_graph(text: str) -> Graph:
             t.expect("}")
             break
         nodes.append(_parse_node(t, env))
+    if declared != [v.type for v in outputs]:
+        t.fail(result_pos, f"declared results ({', '.join(map(str, declared))}) differ from the returned values' "
+                           f"types ({', '.join(str(v.type) for v in outputs)})")
     graph = Graph(name, inputs, nodes, outputs)
     verify(graph)
     return graph
