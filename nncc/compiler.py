@@ -13,6 +13,7 @@ from .frontend.nn.module import Module
 from .frontend.tracer import TracedModel, trace_module
 from .ir.graph import Graph
 from .ir.types import TensorType
+from .codegen import get_target
 from .passes.autodiff import differentiate
 from .passes.fusion import format_plan, plan_kernels
 from .passes.manager import PassManager
@@ -38,8 +39,6 @@ class Program:
 
     def __init__(self, graph: Graph, target: str = "cpu", fuse: bool = True, pre_stages: Optional[dict] = None,
                  parallel: bool = False):
-        from .codegen import emit
-
         start = time.perf_counter()
         pm = PassManager(SIMPLIFY)
         self.graph = pm.run(graph)
@@ -48,14 +47,15 @@ class Program:
         self.timings = dict(pm.timings)
         self.kernels = plan_kernels(self.graph, fuse)
         self.dumps["fused"] = format_plan(self.graph, self.kernels)
-        self.memory = plan_memory(self.graph, self.kernels) if fuse and target == "cpu" else None
+        self.memory = plan_memory(self.graph, self.kernels) if fuse else None
+        self.target = get_target(target)
         self.timings["passes"] = time.perf_counter() - start
         start = time.perf_counter()
-        self.emitted = emit(target, self.graph, self.kernels, parallel, self.memory)
+        self.emitted = self.target.emit(self.graph, self.kernels, parallel, self.memory)
         self.timings["codegen"] = time.perf_counter() - start
         self.input_names = [v.name for v in self.graph.inputs]
         self.fn = self.emitted.load()
-        self.constants = self.emitted.constants
+        self.constants = [self.target.to_device(c) for c in self.emitted.constants]
         debug.report_program(self.graph.name, self)
         self._arenas: dict[int, np.ndarray] = {}  # batch size -> preallocated arena
 
@@ -76,7 +76,7 @@ class Program:
         batch = args[source[0]].shape[source[1]] if source else 0
         if batch not in self._arenas:
             memory = self.emitted.memory
-            self._arenas[batch] = np.empty(memory.arena_elements(batch), np.dtype(memory.dtype_np))
+            self._arenas[batch] = self.target.empty(memory.arena_elements(batch), memory.dtype_np)
         return self._arenas[batch]
 
 
@@ -100,9 +100,10 @@ class CompiledModule:
         self.target = target
         self.fuse = fuse
         self.parallel = parallel
+        self.device = get_target(target)  # fails here, clearly, when the target cannot run
         self.name = name or type(model).__name__.lower()
-        self.params = {n: np.array(p) for n, p in model.named_parameters()}
-        self.buffers = {n: np.array(b) for n, b in model.named_buffers()}
+        self.params = {n: self.device.to_device(np.array(p)) for n, p in model.named_parameters()}
+        self.buffers = {n: self.device.to_device(np.array(b)) for n, b in model.named_buffers()}
         self.opt_state: dict[str, np.ndarray] = {}
         self.steps = 0  # optimizer steps taken
         self.lr = float(getattr(optimizer, "lr", 0.0))
@@ -110,8 +111,8 @@ class CompiledModule:
         self._programs: dict[str, Program] = {}
         self._traced: dict[str, TracedModel] = {}
         if optimizer is not None:
-            self.opt_state = {state_input_name(n, s): np.zeros_like(p) for n, p in self.params.items()
-                              for s in optimizer.state_slots}
+            self.opt_state = {state_input_name(n, s): self.device.to_device(np.zeros(p.shape, p.dtype))
+                              for n, p in self.params.items() for s in optimizer.state_slots}
         if loss is None and optimizer is not None:
             raise NNCCError("an optimizer needs a loss: nncc.compile(model, loss=nn.CrossEntropyLoss(), ...)")
         self.program("forward")  # compile eagerly so errors surface at compile time
@@ -168,8 +169,9 @@ class CompiledModule:
             names.append("target")
             arrays.append(target)
         feeds = dict(check_inputs(arrays, types, names))
-        if target is not None and types[-1].dtype == "i64":
+        if target is not None and types[-1].dtype == "i64" and isinstance(feeds["target"], np.ndarray):
             self._check_labels(feeds["target"])
+        feeds = {k: self.device.to_device(v) for k, v in feeds.items()}
         feeds.update(self.params)
         feeds.update(self.buffers)
         return feeds
@@ -184,19 +186,20 @@ class CompiledModule:
     def __call__(self, *xs: np.ndarray):
         outs = self.program("forward")(self._feeds(xs))
         n = self._traced_forward().n_outputs
-        return outs[0] if n == 1 else tuple(outs[:n])
+        host = [self.device.to_host(o) for o in outs[:n]]
+        return host[0] if n == 1 else tuple(host)
 
     def evaluate(self, x: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
         """Loss and outputs in eval mode (no dropout, BatchNorm running statistics), no update."""
         outs = self.program("evaluate")(self._feeds([x], target))
-        return float(outs[0]), outs[1]
+        return float(self.device.to_host(outs[0])), self.device.to_host(outs[1])
 
     def _training_feeds(self, x, target, kind: str) -> dict[str, np.ndarray]:
         feeds = self._feeds([x], target)
         if self._traced.get(kind) is None:
             self.program(kind)
         if self._traced[kind].has_seed:
-            feeds["dropout_seed"] = np.array(self.seed * 1_000_003 + self.steps, np.int64)
+            feeds["dropout_seed"] = self.device.to_device(np.array(self.seed * 1_000_003 + self.steps, np.int64))
         return feeds
 
     def _store_buffers(self, kind: str, outs: tuple) -> None:
@@ -210,20 +213,20 @@ class CompiledModule:
         outs = program(self._training_feeds(x, target, "grad"))
         self._store_buffers("grad", outs)
         traced = self._traced["grad"]
-        grads = outs[len(outs) - len(traced.params):]
-        return float(outs[0]), dict(zip(traced.params, grads))
+        grads = [self.device.to_host(g) for g in outs[len(outs) - len(traced.params):]]
+        return float(self.device.to_host(outs[0])), dict(zip(traced.params, grads))
 
     def train_step(self, x: np.ndarray, target: np.ndarray) -> float:
         """One compiled step: forward, loss, backward and optimizer update. Returns the loss."""
         program = self.program("train")
         feeds = self._training_feeds(x, target, "train")
-        feeds["lr"] = np.array(self.lr, np.float64)
-        feeds["step"] = np.array(self.steps + 1, np.float64)
+        feeds["lr"] = self.device.to_device(np.array(self.lr, np.float64))
+        feeds["step"] = self.device.to_device(np.array(self.steps + 1, np.float64))
         feeds.update(self.opt_state)
         outs = program(feeds)
         self.steps += 1
         self._store_buffers("train", outs)
-        self.last_output = outs[1]
+        self._last_output = outs[1]
         traced = self._traced["train"]
         slots = self.optimizer.state_slots
         at = 2 + len(traced.buffer_updates)
@@ -232,23 +235,29 @@ class CompiledModule:
             for i, slot in enumerate(slots):
                 self.opt_state[state_input_name(name, slot)] = outs[at + 1 + i]
             at += 1 + len(slots)
-        return float(outs[0])
+        return float(self.device.to_host(outs[0]))
+
+    @property
+    def last_output(self) -> np.ndarray:
+        """The model's output for the batch of the last ``train_step`` (e.g. logits, for training accuracy)."""
+        return self.device.to_host(self._last_output)
 
     # ---- state and introspection ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         """Parameters and buffers under PyTorch's names (copies)."""
-        return {n: np.array(v) for n, v in {**self.params, **self.buffers}.items()}
+        return {n: np.array(self.device.to_host(v)) for n, v in {**self.params, **self.buffers}.items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray], strict: bool = True) -> None:
         """Load parameters and buffers; missing, extra or mis-shaped tensors raise ShapeError naming them."""
         self.model.load_state_dict(state, strict=strict)
         for n, p in self.model.named_parameters():
-            self.params[n] = np.array(p)
+            self.params[n] = self.device.to_device(np.array(p))
         for n, b in self.model.named_buffers():
-            self.buffers[n] = np.array(b)
+            self.buffers[n] = self.device.to_device(np.array(b))
 
     def optimizer_state_dict(self) -> dict[str, np.ndarray]:
-        return {**{k: np.array(v) for k, v in self.opt_state.items()}, "step": np.array(self.steps)}
+        return {**{k: np.array(self.device.to_host(v)) for k, v in self.opt_state.items()},
+                "step": np.array(self.steps)}
 
     def load_optimizer_state_dict(self, state: dict[str, np.ndarray]) -> None:
         for k, v in self.opt_state.items():
@@ -256,7 +265,7 @@ class CompiledModule:
                 raise ShapeError(f"optimizer state is missing {k!r}")
             if state[k].shape != v.shape:
                 raise ShapeError(f"optimizer state {k!r} has shape {state[k].shape}, expected {v.shape}")
-            self.opt_state[k] = np.array(state[k], dtype=v.dtype)
+            self.opt_state[k] = self.device.to_device(np.array(state[k], dtype=v.dtype))
         self.steps = int(state["step"])
 
     def stages(self, kind: str = "forward") -> list[str]:
@@ -286,7 +295,8 @@ def check_inputs(arrays: Sequence, types: Sequence[TensorType], names: Sequence[
     """Validate inputs against the graph's types; yield (name, C-contiguous array). Errors show expected vs got."""
     sizes: dict[str, tuple[int, str]] = {}
     for arr, t, name in zip(arrays, types, names):
-        arr = np.asarray(arr)
+        on_device = hasattr(arr, "__cuda_array_interface__")  # CUDA arrays are checked without a copy
+        arr = arr if on_device else np.asarray(arr)
         if arr.dtype != t.np_dtype:
             raise ShapeError(f"input {name!r}: expected dtype {t.np_dtype} ({t}), got {arr.dtype}")
         if arr.ndim != t.rank:
@@ -299,7 +309,7 @@ def check_inputs(arrays: Sequence, types: Sequence[TensorType], names: Sequence[
                 sizes.setdefault(d, (got, name))
             elif d != got:
                 raise ShapeError(f"input {name!r}: expected shape {t}, got {list(arr.shape)} (axis {axis})")
-        yield name, np.ascontiguousarray(arr)
+        yield name, arr if on_device else np.asarray(arr, order="C")  # keeps 0-d arrays 0-d
 
 
 ModelLike = Union[Module, str, Path]
@@ -329,8 +339,6 @@ def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, o
                                f"a spec file or an ONNX file")
     if input_shape is None:
         raise ShapeError("input_shape is required for a Module, e.g. input_shape=(None, 1, 28, 28)")
-    if target not in ("cpu", "cuda"):
-        raise UnsupportedError(f"target {target!r} is not supported (targets: cpu, cuda)")
     shapes = [input_shape] if not isinstance(input_shape[0], (tuple, list)) else list(input_shape)
     types = [TensorType(dtype, tuple("N" if d is None else int(d) for d in s)) for s in shapes]
     return CompiledModule(model, types, loss, optimizer, target, fuse, parallel=parallel)

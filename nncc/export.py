@@ -68,7 +68,7 @@ def _check(x, spec):
             d is not None and d != g for d, g in zip(spec["shape"], x.shape)):
         raise ValueError("input %r: expected %s %s, got %s %s" % (spec["name"], spec["dtype"], spec["shape"],
                                                                  x.dtype, list(x.shape)))
-    return np.ascontiguousarray(x)
+    return np.asarray(x, order="C")
 
 
 _default = []

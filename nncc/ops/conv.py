@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import is_float
+from .cuda_lowering import cuda_kernel, unravel
 from .registry import OpDef, expect_rank, register
 
 
@@ -292,8 +293,70 @@ def _bwd_flops(node, sizes):
     return 2 * n * k * p * q * cg * r * s
 
 
-register(OpDef("conv2d", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _forward_cpu}, flops=_flops))
+# ---- CUDA lowering: one thread per output element, direct loops ----------------------------------------------
+def _forward_cuda(node, name):
+    (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
+    has_bias = len(node.inputs) == 3
+    body = unravel(["n", "k", "p", "q"], "out") + f"""    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
+    H, W = x.shape[2], x.shape[3]
+    c0 = (k // (out.shape[1] // {groups})) * Cg
+    acc = {"b[k]" if has_bias else "0.0"}
+    for c in range(Cg):
+        for r in range(R):
+            h = p * {sh} - {ph} + r * {dh}
+            if h >= 0 and h < H:
+                for s in range(S):
+                    wc = q * {sw} - {pw} + s * {dw}
+                    if wc >= 0 and wc < W:
+                        acc += x[n, c0 + c, h, wc] * w[k, c, r, s]
+    out[n, k, p, q] = acc"""
+    return cuda_kernel(name, "x, w, b, out" if has_bias else "x, w, out", "out.size", body)
+
+
+def _backward_input_cuda(node, name):
+    """Gather form: each input pixel sums the output positions whose windows cover it (no atomics)."""
+    (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
+    body = unravel(["n", "ci", "h", "wc"], "out") + f"""    K, P, Q = gy.shape[1], gy.shape[2], gy.shape[3]
+    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
+    Kg = K // {groups}
+    g = ci // Cg
+    c = ci % Cg
+    acc = 0.0
+    for r in range(R):
+        ph_ = h + {ph} - r * {dh}
+        if ph_ >= 0 and ph_ % {sh} == 0 and ph_ // {sh} < P:
+            p = ph_ // {sh}
+            for s in range(S):
+                qw = wc + {pw} - s * {dw}
+                if qw >= 0 and qw % {sw} == 0 and qw // {sw} < Q:
+                    q = qw // {sw}
+                    for k in range(g * Kg, (g + 1) * Kg):
+                        acc += gy[n, k, p, q] * w[k, c, r, s]
+    out[n, ci, h, wc] = acc"""
+    return cuda_kernel(name, "gy, w, x, out", "out.size", body)
+
+
+def _backward_weight_cuda(node, name):
+    (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
+    body = unravel(["k", "c", "r", "s"], "out") + f"""    N, K, P, Q = gy.shape[0], gy.shape[1], gy.shape[2], gy.shape[3]
+    H, W = x.shape[2], x.shape[3]
+    ci = (k // (K // {groups})) * out.shape[1] + c
+    acc = 0.0
+    for n in range(N):
+        for p in range(P):
+            h = p * {sh} - {ph} + r * {dh}
+            if h >= 0 and h < H:
+                for q in range(Q):
+                    wc = q * {sw} - {pw} + s * {dw}
+                    if wc >= 0 and wc < W:
+                        acc += gy[n, k, p, q] * x[n, ci, h, wc]
+    out[k, c, r, s] = acc"""
+    return cuda_kernel(name, "x, gy, w, out", "out.size", body)
+
+
+register(OpDef("conv2d", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _forward_cpu, "cuda": _forward_cuda},
+               flops=_flops))
 register(OpDef("conv2d_backward_input", "kernel", _bwd_input_infer, _bwd_input_ref,
-               lower={"cpu": _backward_input_cpu}, flops=_bwd_flops))
+               lower={"cpu": _backward_input_cpu, "cuda": _backward_input_cuda}, flops=_bwd_flops))
 register(OpDef("conv2d_backward_weight", "kernel", _bwd_weight_infer, _bwd_weight_ref,
-               lower={"cpu": _backward_weight_cpu}, flops=_bwd_flops))
+               lower={"cpu": _backward_weight_cpu, "cuda": _backward_weight_cuda}, flops=_bwd_flops))

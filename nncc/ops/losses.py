@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import TensorType, is_float
+from .cuda_lowering import cuda_kernel
 from .registry import OpDef, expect_rank, register
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -184,8 +185,63 @@ def _nll_bwd_cpu(node, name):
             out[i, c] = -scale if c == t[i] else 0.0"""
 
 
+# ---- CUDA lowering: labels are range-checked on the host before launch -----------------------------------------
+def _row_stats_cuda() -> str:
+    return """    m = x[r, 0]
+    for c in range(1, C):
+        m = max(m, x[r, c])
+    s = 0.0
+    row = 0.0
+    for c in range(C):
+        s += math.exp(x[r, c] - m)
+        row += x[r, c]
+    lse = m + math.log(s)"""
+
+
+def _loss_cuda(per_sample: str, needs_stats: bool):
+    """Reduction "none": one thread per sample; "mean"/"sum": one thread sums every sample (N is small)."""
+    def lower(node, name):
+        red = node.attrs.get("reduction", "mean")
+        stats = _row_stats_cuda().replace("\n", "\n    ") if needs_stats else ""
+        if red == "none":
+            body = f"    N, C = x.shape\n    r = i\n{_row_stats_cuda() if needs_stats else ''}\n    out[r] = {per_sample}"
+            return cuda_kernel(name, "x, t, out", "x.shape[0]", body)
+        body = (f"    N, C = x.shape\n    total = 0.0\n    for r in range(N):\n    {stats}\n"
+                f"        total += {per_sample}\n    out[()] = total{' / N' if red == 'mean' else ''}")
+        return cuda_kernel(name, "x, t, out", "1", body)
+
+    return lower
+
+
+def _ce_per_sample(node) -> str:
+    eps = float(node.attrs.get("label_smoothing", 0.0))
+    return f"{1 - eps!r} * (lse - x[r, t[r]]) + {eps!r} / C * (C * lse - row)"
+
+
+def _bwd_cuda(target_expr_fn, needs_stats: bool):
+    """One thread per (sample, class)."""
+    def lower(node, name):
+        scale = {"none": "g[r]", "mean": "g[()] / N", "sum": "g[()]"}[node.attrs.get("reduction", "mean")]
+        body = f"""    N, C = x.shape
+    r = i // C
+    k = i % C
+{_row_stats_cuda() if needs_stats else ''}
+    out[r, k] = ({target_expr_fn(node)}) * ({scale})"""
+        return cuda_kernel(name, "x, t, g, out", "x.size", body)
+
+    return lower
+
+
+def _ce_grad_expr(node) -> str:
+    eps = float(node.attrs.get("label_smoothing", 0.0))
+    return f"math.exp(x[r, k] - lse) - ({eps!r} / C + ({1 - eps!r} if k == t[r] else 0.0))"
+
+
 register(OpDef("cross_entropy", "kernel", _infer, _ce_ref, vjp=_vjp("cross_entropy_backward"),
-               lower={"cpu": _ce_cpu}))
-register(OpDef("cross_entropy_backward", "kernel", _bwd_infer, _ce_bwd_ref, lower={"cpu": _ce_bwd_cpu}))
-register(OpDef("nll_loss", "kernel", _infer, _nll_ref, vjp=_vjp("nll_loss_backward"), lower={"cpu": _nll_cpu}))
-register(OpDef("nll_loss_backward", "kernel", _bwd_infer, _nll_bwd_ref, lower={"cpu": _nll_bwd_cpu}))
+               lower={"cpu": _ce_cpu, "cuda": lambda node, name: _loss_cuda(_ce_per_sample(node), True)(node, name)}))
+register(OpDef("cross_entropy_backward", "kernel", _bwd_infer, _ce_bwd_ref,
+               lower={"cpu": _ce_bwd_cpu, "cuda": _bwd_cuda(_ce_grad_expr, True)}))
+register(OpDef("nll_loss", "kernel", _infer, _nll_ref, vjp=_vjp("nll_loss_backward"),
+               lower={"cpu": _nll_cpu, "cuda": _loss_cuda("-x[r, t[r]]", False)}))
+register(OpDef("nll_loss_backward", "kernel", _bwd_infer, _nll_bwd_ref,
+               lower={"cpu": _nll_bwd_cpu, "cuda": _bwd_cuda(lambda node: "-1.0 if k == t[r] else 0.0", False)}))

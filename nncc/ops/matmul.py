@@ -5,6 +5,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import is_float
+from .cuda_lowering import cuda_kernel
 from .registry import OpDef, expect_rank, register
 
 
@@ -61,4 +62,18 @@ def _flops(node, sizes):
     return 2 * m * n * k
 
 
-register(OpDef("matmul", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _cpu}, flops=_flops))
+def _cuda(node, name):
+    """One thread per output element (row r, column c) with a dot product over k."""
+    a = "a[k, r]" if node.attrs.get("transpose_a") else "a[r, k]"
+    b = "b[c, k]" if node.attrs.get("transpose_b") else "b[k, c]"
+    inner = "a.shape[0]" if node.attrs.get("transpose_a") else "a.shape[1]"
+    body = f"""    r = i // out.shape[1]
+    c = i % out.shape[1]
+    acc = 0.0
+    for k in range({inner}):
+        acc += {a} * {b}
+    out[r, c] = acc"""
+    return cuda_kernel(name, "a, b, out", "out.size", body)
+
+
+register(OpDef("matmul", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _cpu, "cuda": _cuda}, flops=_flops))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
+from .cuda_lowering import cuda_kernel
 from .registry import OpDef, register
 
 
@@ -99,5 +100,20 @@ def _adam_cpu(node, name):
         pf[i] = q - step_size * (mi / (np.sqrt(vi) / root_c2 + {c(eps)}))"""
 
 
-register(OpDef("sgd_update", "kernel", _infer(1), _sgd_ref, lower={"cpu": _sgd_cpu}, inplace={0: 0, 1: 2}))
-register(OpDef("adam_update", "kernel", _infer(2), _adam_ref, lower={"cpu": _adam_cpu}, inplace={0: 0, 1: 2, 2: 3}))
+def _as_cuda(cpu_lowering, params: str):
+    """The CPU kernel's per-element body, run by one thread per element (the setup lines stay per thread)."""
+    def lower(node, name):
+        src = cpu_lowering(node, name)
+        body = src.split("\n", 1)[1]
+        setup, loop = body.split("    for i in range(pf.size):\n")
+        loop = "\n".join(line[4:] for line in loop.split("\n"))
+        setup = setup.replace(".reshape(-1)", ".reshape(p.size)")
+        return cuda_kernel(name, params, "p.size", setup + loop)
+
+    return lower
+
+
+register(OpDef("sgd_update", "kernel", _infer(1), _sgd_ref, inplace={0: 0, 1: 2},
+               lower={"cpu": _sgd_cpu, "cuda": _as_cuda(_sgd_cpu, "p, g, buf, lr, step, p_out, buf_out")}))
+register(OpDef("adam_update", "kernel", _infer(2), _adam_ref, inplace={0: 0, 1: 2, 2: 3},
+               lower={"cpu": _adam_cpu, "cuda": _as_cuda(_adam_cpu, "p, g, m, v, lr, step, p_out, m_out, v_out")}))

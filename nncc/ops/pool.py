@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import is_float
+from .cuda_lowering import cuda_kernel, unravel
 from .registry import OpDef, expect_rank, register
 
 
@@ -201,7 +202,100 @@ def _bwd_infer(index_of_x):
     return lambda types, attrs: [types[index_of_x]]
 
 
-register(OpDef("max_pool2d", "kernel", _infer, _max_ref, vjp=_max_vjp, lower={"cpu": _max_cpu}))
-register(OpDef("max_pool2d_backward", "kernel", _bwd_infer(0), _max_bwd_ref, lower={"cpu": _max_bwd_cpu}))
-register(OpDef("avg_pool2d", "kernel", _infer, _avg_ref, vjp=_avg_vjp, lower={"cpu": _avg_cpu}))
-register(OpDef("avg_pool2d_backward", "kernel", _bwd_infer(1), _avg_bwd_ref, lower={"cpu": _avg_bwd_cpu}))
+# ---- CUDA lowering: forward one thread per output; backward one thread per input pixel (gather, no atomics) ----
+def _window_cuda(attrs, body: str, init: str) -> str:
+    """Loops over the window of output (p, q), clipped to the input."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), _ = _params(attrs)
+    return f"""{init}
+    for r in range({kh}):
+        h = p * {sh} - {ph} + r * {dh}
+        if h >= 0 and h < H:
+            for s in range({kw}):
+                wc = q * {sw} - {pw} + s * {dw}
+                if wc >= 0 and wc < W:
+{body}"""
+
+
+def _covering_windows_cuda(attrs, body: str) -> str:
+    """Loops over the output windows (p, q) that contain input pixel (h0, w0); ``body`` is indented by 20."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), _ = _params(attrs)
+    return f"""    for r in range({kh}):
+        hp = h0 + {ph} - r * {dh}
+        if hp >= 0 and hp % {sh} == 0 and hp // {sh} < P:
+            p = hp // {sh}
+            for s in range({kw}):
+                wq = w0 + {pw} - s * {dw}
+                if wq >= 0 and wq % {sw} == 0 and wq // {sw} < Q:
+                    q = wq // {sw}
+{body}"""
+
+
+def _max_cuda(node, name):
+    body = unravel(["n", "c", "p", "q"], "out") + "    H, W = x.shape[2], x.shape[3]\n" + _window_cuda(
+        node.attrs, "                    m = max(m, x[n, c, h, wc])", "    m = -math.inf") + "\n    out[n, c, p, q] = m"
+    return cuda_kernel(name, "x, out", "out.size", body)
+
+
+def _max_bwd_cuda(node, name):
+    """The gradient of window (p, q) goes to its first maximum; a pixel collects it from every window it wins."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), _ = _params(node.attrs)
+    first_max = f"""                    m = -math.inf
+                    bh = -1
+                    bw = -1
+                    for r2 in range({kh}):
+                        h = p * {sh} - {ph} + r2 * {dh}
+                        if h >= 0 and h < H:
+                            for s2 in range({kw}):
+                                wc = q * {sw} - {pw} + s2 * {dw}
+                                if wc >= 0 and wc < W and x[n, c, h, wc] > m:
+                                    m = x[n, c, h, wc]
+                                    bh = h
+                                    bw = wc
+                    if bh == h0 and bw == w0:
+                        acc += gy[n, c, p, q]"""
+    body = unravel(["n", "c", "h0", "w0"], "gx") + """    H, W = x.shape[2], x.shape[3]
+    P, Q = gy.shape[2], gy.shape[3]
+    acc = 0.0
+""" + _covering_windows_cuda(node.attrs, first_max) + "\n    gx[n, c, h0, w0] = acc"
+    return cuda_kernel(name, "x, gy, gx", "gx.size", body)
+
+
+def _divisor_cuda(attrs) -> str:
+    return "\n".join(line[12:] if line.startswith("            ") else line
+                     for line in _divisor_src(attrs).split("\n"))
+
+
+def _avg_cuda(node, name):
+    body = unravel(["n", "c", "p", "q"], "out") + "    H, W = x.shape[2], x.shape[3]\n" + _divisor_cuda(node.attrs) + \
+        "\n" + _window_cuda(node.attrs, "                    acc += x[n, c, h, wc]", "    acc = 0.0") + \
+        "\n    out[n, c, p, q] = acc / d"
+    return cuda_kernel(name, "x, out", "out.size", body)
+
+
+def _avg_bwd_cuda(node, name):
+    """Each input pixel gathers gy / window size from every window that contains it."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), _ = _params(node.attrs)
+    lo_h, hi_h, lo_w, hi_w = (-ph, f"H + {ph}", -pw, f"W + {pw}") if node.attrs.get(
+        "count_include_pad", True) else (0, "H", 0, "W")
+    window = f"""                    cnt_h = 0
+                    for r2 in range({kh}):
+                        if {lo_h} <= p * {sh} - {ph} + r2 * {dh} < {hi_h}:
+                            cnt_h += 1
+                    cnt_w = 0
+                    for s2 in range({kw}):
+                        if {lo_w} <= q * {sw} - {pw} + s2 * {dw} < {hi_w}:
+                            cnt_w += 1
+                    acc += gy[n, c, p, q] / (cnt_h * cnt_w)"""
+    body = unravel(["n", "c", "h0", "w0"], "gx") + """    H, W = x.shape[2], x.shape[3]
+    P, Q = gy.shape[2], gy.shape[3]
+    acc = 0.0
+""" + _covering_windows_cuda(node.attrs, window) + "\n    gx[n, c, h0, w0] = acc"
+    return cuda_kernel(name, "gy, x, gx", "gx.size", body)
+
+
+register(OpDef("max_pool2d", "kernel", _infer, _max_ref, vjp=_max_vjp, lower={"cpu": _max_cpu, "cuda": _max_cuda}))
+register(OpDef("max_pool2d_backward", "kernel", _bwd_infer(0), _max_bwd_ref,
+               lower={"cpu": _max_bwd_cpu, "cuda": _max_bwd_cuda}))
+register(OpDef("avg_pool2d", "kernel", _infer, _avg_ref, vjp=_avg_vjp, lower={"cpu": _avg_cpu, "cuda": _avg_cuda}))
+register(OpDef("avg_pool2d_backward", "kernel", _bwd_infer(1), _avg_bwd_ref,
+               lower={"cpu": _avg_bwd_cpu, "cuda": _avg_bwd_cuda}))

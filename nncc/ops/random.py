@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import is_float
+from .cuda_lowering import cuda_kernel
 from .registry import OpDef, register
 
 _GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
@@ -61,4 +62,18 @@ def _cpu(node, name):
         of[i] = xf[i] * {1.0 / (1.0 - p)!r} if u >= {p!r} else 0.0"""
 
 
-register(OpDef("dropout", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _cpu}))
+def _cuda(node, name):
+    """The CPU kernel's loop body, one thread per element: the same hash gives the same mask."""
+    p = float(node.attrs["p"])
+    body = f"""    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    z = np.uint64(seed[()]) * np.uint64({_GOLDEN}) + np.uint64({_GOLDEN}) + np.uint64(i)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64({_MIX1})
+    z = (z ^ (z >> np.uint64(27))) * np.uint64({_MIX2})
+    z = z ^ (z >> np.uint64(31))
+    u = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    of[i] = xf[i] * {1.0 / (1.0 - p)!r} if u >= {p!r} else 0.0"""
+    return cuda_kernel(name, "x, seed, out", "x.size", body)
+
+
+register(OpDef("dropout", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _cpu, "cuda": _cuda}))

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import TensorType, is_float
+from .cuda_lowering import cuda_kernel
 from .registry import OpDef, register
 
 
@@ -94,8 +95,34 @@ def _ref(fn):
                                      dtype=xs[0].dtype)]
 
 
+def _reduce_cuda(kind):
+    """One thread per output element, looping over the reduced axes."""
+    def lower(node, name):
+        x = node.inputs[0]
+        rank = x.type.rank
+        axes = _axes(node.attrs, rank)
+        kept = [a for a in range(rank) if a not in axes]
+        keep = node.attrs.get("keepdims", False)
+        out_idx = [f"i{a}" if a in kept else "0" for a in range(rank)] if keep else [f"i{a}" for a in kept]
+        body = "    rest = i\n"
+        for a in reversed(kept):
+            body += f"    i{a} = rest % x.shape[{a}]\n    rest //= x.shape[{a}]\n"
+        body += f"    acc = {_INIT[kind]}\n"
+        depth = 1
+        for a in axes:
+            body += "    " * depth + f"for i{a} in range(x.shape[{a}]):\n"
+            depth += 1
+        body += "    " * depth + _STEP[kind].format(v=f"x[{', '.join(f'i{a}' for a in range(rank))}]") + "\n"
+        result = "acc / (" + " * ".join(f"x.shape[{a}]" for a in axes) + ")" if kind == "mean" else "acc"
+        body += f"    out[{', '.join(out_idx) if out_idx else '()'}] = {result}"
+        return cuda_kernel(name, "x, out", "out.size", body)
+
+    return lower
+
+
 for _kind, _fn, _vjp in [("sum", np.sum, _sum_vjp), ("mean", np.mean, _mean_vjp), ("max", np.max, _max_vjp)]:
-    register(OpDef(_kind, "kernel", _reduce_infer, _ref(_fn), vjp=_vjp, lower={"cpu": _reduce_cpu(_kind)}))
+    register(OpDef(_kind, "kernel", _reduce_infer, _ref(_fn), vjp=_vjp,
+                   lower={"cpu": _reduce_cpu(_kind), "cuda": _reduce_cuda(_kind)}))
 
 
 # ---- softmax and log_softmax along one axis -------------------------------------------------------------------
@@ -160,7 +187,35 @@ def _softmax_cpu(log: bool):
     return lower
 
 
+def _softmax_cuda(log: bool):
+    """One thread per (outer, inner) row along the axis."""
+    def lower(node, name):
+        rank = node.inputs[0].type.rank
+        axis = node.attrs["axis"] % rank
+        inner = " * ".join(f"x.shape[{a}]" for a in range(axis + 1, rank)) or "1"
+        write = "z - lse" if log else "math.exp(z - lse)"
+        body = f"""    n = x.shape[{axis}]
+    inner = {inner}
+    x3 = x.reshape((x.size // (n * inner), n, inner))
+    o3 = out.reshape((x.size // (n * inner), n, inner))
+    a = i // inner
+    b = i % inner
+    m = x3[a, 0, b]
+    for k in range(1, n):
+        m = max(m, x3[a, k, b])
+    s = 0.0
+    for k in range(n):
+        s += math.exp(x3[a, k, b] - m)
+    lse = math.log(s)
+    for k in range(n):
+        z = x3[a, k, b] - m
+        o3[a, k, b] = {write}"""
+        return cuda_kernel(name, "x, out", f"x.size // x.shape[{axis}]", body)
+
+    return lower
+
+
 register(OpDef("softmax", "kernel", _softmax_infer, _softmax_ref(False), vjp=_softmax_vjp,
-               lower={"cpu": _softmax_cpu(False)}))
+               lower={"cpu": _softmax_cpu(False), "cuda": _softmax_cuda(False)}))
 register(OpDef("log_softmax", "kernel", _softmax_infer, _softmax_ref(True), vjp=_log_softmax_vjp,
-               lower={"cpu": _softmax_cpu(True)}))
+               lower={"cpu": _softmax_cpu(True), "cuda": _softmax_cuda(True)}))

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import TensorType, broadcast_shapes, dtype_of
+from .cuda_lowering import cuda_kernel, unravel
 from .registry import OpDef, register
 from .vjp_util import unbroadcast
 
@@ -89,8 +90,15 @@ def _transpose_cpu(node, name):
     return "\n".join(lines)
 
 
+def _transpose_cuda(node, name):
+    perm = node.attrs["perm"]
+    names = [f"i{a}" for a in range(len(perm))]
+    src = ", ".join(f"i{perm.index(a)}" for a in range(len(perm)))
+    return cuda_kernel(name, "x, out", "out.size", unravel(names, "out") + f"    out[{', '.join(names)}] = x[{src}]")
+
+
 register(OpDef("transpose", "kernel", _transpose_infer, lambda xs, k: [np.ascontiguousarray(xs[0].transpose(k["perm"]))],
-               vjp=_transpose_vjp, lower={"cpu": _transpose_cpu}))
+               vjp=_transpose_vjp, lower={"cpu": _transpose_cpu, "cuda": _transpose_cuda}))
 
 
 # ---- concat and slice -------------------------------------------------------------------------------------
@@ -138,8 +146,21 @@ def _concat_cpu(node, name):
     return "\n".join(lines)
 
 
+def _concat_cuda(node, name):
+    rank = node.inputs[0].type.rank
+    axis = _norm_axis(node.attrs["axis"], rank)
+    names = [f"i{a}" for a in range(rank)]
+    body = unravel(names, "out") + "    at = 0\n"
+    for n in range(len(node.inputs)):
+        idx = ", ".join(f"i{a} - at" if a == axis else f"i{a}" for a in range(rank))
+        body += (f"    if i{axis} >= at and i{axis} < at + x{n}.shape[{axis}]:\n"
+                 f"        out[{', '.join(names)}] = x{n}[{idx}]\n    at += x{n}.shape[{axis}]\n")
+    args = ", ".join(f"x{n}" for n in range(len(node.inputs)))
+    return cuda_kernel(name, f"{args}, out", "out.size", body.rstrip())
+
+
 register(OpDef("concat", "kernel", _concat_infer, lambda xs, k: [np.concatenate(xs, axis=k["axis"])],
-               vjp=_concat_vjp, lower={"cpu": _concat_cpu}))
+               vjp=_concat_vjp, lower={"cpu": _concat_cpu, "cuda": _concat_cuda}))
 
 
 def _slice_infer(types, attrs):
@@ -161,7 +182,15 @@ def _slice_cpu(node, name):
 
 register(OpDef("slice", "kernel", _slice_infer,
                lambda xs, k: [np.ascontiguousarray(np.take(xs[0], range(k["start"], k["stop"]), axis=k["axis"]))],
-               lower={"cpu": _slice_cpu}))
+               lower={"cpu": _slice_cpu, "cuda": lambda node, name: _slice_cuda(node, name)}))
+
+
+def _slice_cuda(node, name):
+    rank = node.inputs[0].type.rank
+    axis = _norm_axis(node.attrs["axis"], rank)
+    names = [f"i{a}" for a in range(rank)]
+    idx = ", ".join(f"i{a} + {node.attrs['start']}" if a == axis else f"i{a}" for a in range(rank))
+    return cuda_kernel(name, "x, out", "out.size", unravel(names, "out") + f"    out[{', '.join(names)}] = x[{idx}]")
 
 
 # ---- broadcasting and runtime sizes ---------------------------------------------------------------------------
@@ -196,4 +225,5 @@ def _numel_cpu(node, name):
 register(OpDef("numel", "kernel", _numel_infer,
                lambda xs, k: [np.array(np.prod([xs[0].shape[a] for a in k["axes"]]),
                                        dtype=TensorType(k["dtype"], ()).np_dtype)],
-               lower={"cpu": _numel_cpu}))
+               lower={"cpu": _numel_cpu, "cuda": lambda node, name: cuda_kernel(
+                   name, "x, out", "1", _numel_cpu(node, "unused").split("\n", 1)[1])}))

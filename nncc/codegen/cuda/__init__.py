@@ -1,0 +1,1 @@
+"""The CUDA target: numba.cuda kernels and a host driver that keeps every buffer on the device."""

@@ -1,0 +1,74 @@
+"""Targets: how to generate code for a device and how to move arrays to and from it.
+
+The CPU target works on numpy arrays in place. The CUDA target keeps parameters, optimizer state and
+intermediate buffers on the GPU; only the batch goes in and the results the caller asks for come out.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import NNCCError, UnsupportedError
+from ..ir.graph import Graph
+from ..passes.fusion import Kernel
+from ..passes.memory import MemoryPlan
+from .emitted import Emitted
+
+
+class CpuTarget:
+    name = "cpu"
+
+    def emit(self, graph: Graph, kernels: list[Kernel], parallel: bool, memory: Optional[MemoryPlan]) -> Emitted:
+        from .cpu.emitter import CpuEmitter
+
+        return CpuEmitter(graph, kernels, parallel, memory).emit()
+
+    def to_device(self, array: np.ndarray) -> Any:
+        return array
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return array
+
+    def empty(self, size: int, dtype) -> Any:
+        return np.empty(size, dtype)
+
+
+class CudaTarget:
+    name = "cuda"
+
+    def __init__(self):
+        try:
+            from numba import cuda
+        except ImportError as e:
+            raise UnsupportedError(f"target='cuda' needs numba's CUDA support: pip install 'nncc[cuda]' ({e})") from None
+        if not cuda.is_available():
+            raise NNCCError("target='cuda' needs an NVIDIA GPU with a working CUDA driver, and none was found; "
+                            "set NUMBA_ENABLE_CUDASIM=1 to run the CUDA kernels on numba's simulator")
+        self.cuda = cuda
+
+    def emit(self, graph: Graph, kernels: list[Kernel], parallel: bool, memory: Optional[MemoryPlan]) -> Emitted:
+        from .cuda.emitter import CudaEmitter
+
+        return CudaEmitter(graph, kernels, memory).emit()
+
+    def to_device(self, array: Any) -> Any:
+        return array if _on_device(array) else self.cuda.to_device(np.asarray(array, order="C"))  # keeps 0-d arrays 0-d
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return array.copy_to_host() if _on_device(array) else np.asarray(array)
+
+    def empty(self, size: int, dtype) -> Any:
+        return self.cuda.device_array(size, dtype)
+
+
+def get_target(name: str):
+    if name == "cpu":
+        return CpuTarget()
+    if name == "cuda":
+        return CudaTarget()
+    raise UnsupportedError(f"target {name!r} is not supported (targets: cpu, cuda)")
+
+
+def _on_device(array: Any) -> bool:
+    return hasattr(array, "copy_to_host")
