@@ -8,6 +8,8 @@ Example::
 """
 from . import data, optim
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .plot import plot_history
 from .trainer import Trainer, TrainingDiverged
 
-__all__ = ["data", "optim", "Trainer", "TrainingDiverged", "save_checkpoint", "load_checkpoint", "CheckpointError"]
+__all__ = ["data", "optim", "Trainer", "TrainingDiverged", "save_checkpoint", "load_checkpoint", "CheckpointError",
+           "plot_history"]

@@ -43,8 +43,9 @@ class Adam:
     decoupled = False
 
     def __init__(self, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
-        if lr < 0 or eps < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"{type(self).__name__}: invalid lr={lr}, betas={betas} or eps={eps}")
+        if lr < 0 or eps < 0 or weight_decay < 0 or len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"{type(self).__name__}: invalid lr={lr}, betas={betas}, eps={eps} or "
+                             f"weight_decay={weight_decay}")
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
 
     def op_attrs(self) -> dict:
@@ -62,7 +63,7 @@ class AdamW(Adam):
 
 
 class _Schedule:
-    """Sets ``step.lr`` from the epoch count; call ``step()`` once per epoch, as in PyTorch."""
+    """Sets ``step.lr`` from the epoch count; call ``step()`` once per epoch, as in PyTorch (the Trainer does)."""
 
     def __init__(self, compiled_step):
         self.target = compiled_step
@@ -88,6 +89,8 @@ class StepLR(_Schedule):
     """lr = base_lr * gamma ** (epoch // step_size)."""
 
     def __init__(self, compiled_step, step_size: int, gamma: float = 0.1):
+        if step_size < 1 or gamma < 0:
+            raise ValueError(f"StepLR: step_size must be >= 1 and gamma >= 0, got {step_size} and {gamma}")
         super().__init__(compiled_step)
         self.step_size, self.gamma = step_size, gamma
 
@@ -99,6 +102,8 @@ class CosineAnnealingLR(_Schedule):
     """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
 
     def __init__(self, compiled_step, T_max: int, eta_min: float = 0.0):
+        if T_max < 1 or eta_min < 0:
+            raise ValueError(f"CosineAnnealingLR: T_max must be >= 1 and eta_min >= 0, got {T_max} and {eta_min}")
         super().__init__(compiled_step)
         self.T_max, self.eta_min = T_max, eta_min
 

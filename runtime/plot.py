@@ -5,27 +5,31 @@ from pathlib import Path
 
 
 def plot_history(history: list[dict], path) -> Path:
-    """Save train/test loss and accuracy per epoch as a PNG. Example: ``plot_history(trainer.history, "curve.png")``."""
-    try:
-        import matplotlib
+    """Save train/test loss and accuracy per epoch as a PNG; returns the path.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    Example: ``plot_history(Trainer(step, train, test).fit(), "curve.png")``.
+    """
+    try:
+        from matplotlib.figure import Figure  # a bare Figure: no pyplot, so the user's backend is left alone
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install 'nncc[plot]'") from None
+    if not history:
+        raise ValueError("plot_history: the history is empty (no epoch finished)")
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for split in ("train", "test"):
-        if history and f"{split}_loss" in history[0]:
+        if f"{split}_loss" in history[0]:
             ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], marker="o", label=split)
+        if f"{split}_accuracy" in history[0]:
             ax_acc.plot(epochs, [100 * r[f"{split}_accuracy"] for r in history], marker="o", label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
-        ax.legend()
+        if ax.lines:
+            ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -337,12 +337,21 @@ def _backward_input_cuda(node, name):
 
 
 def _backward_weight_cuda(node, name):
+    """One thread per (sample, weight element) sums over the output positions; samples combine atomically."""
     (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
-    body = unravel(["k", "c", "r", "s"], "out") + f"""    N, K, P, Q = gy.shape[0], gy.shape[1], gy.shape[2], gy.shape[3]
+    body = f"""    n = i // out.size
+    rest = i % out.size
+    s = rest % out.shape[3]
+    rest //= out.shape[3]
+    r = rest % out.shape[2]
+    rest //= out.shape[2]
+    c = rest % out.shape[1]
+    k = rest // out.shape[1]
+    K, P, Q = gy.shape[1], gy.shape[2], gy.shape[3]
     H, W = x.shape[2], x.shape[3]
     ci = (k // (K // {groups})) * out.shape[1] + c
     acc = 0.0
-    for n in range(N):
+    if True:
         for p in range(P):
             h = p * {sh} - {ph} + r * {dh}
             if h >= 0 and h < H:
@@ -350,8 +359,8 @@ def _backward_weight_cuda(node, name):
                     wc = q * {sw} - {pw} + s * {dw}
                     if wc >= 0 and wc < W:
                         acc += gy[n, k, p, q] * x[n, ci, h, wc]
-    out[k, c, r, s] = acc"""
-    return cuda_kernel(name, "x, gy, w, out", "out.size", body)
+    cuda.atomic.add(out, (k, c, r, s), acc)"""
+    return cuda_kernel(name, "x, gy, w, out", "out.size * x.shape[0]", body, fill="out = 0.0")
 
 
 register(OpDef("conv2d", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _forward_cpu, "cuda": _forward_cuda},

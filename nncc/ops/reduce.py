@@ -5,7 +5,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import TensorType, is_float
-from .cuda_lowering import cuda_kernel
+from .cuda_lowering import CHUNK, cuda_kernel
 from .registry import OpDef, register
 
 
@@ -96,7 +96,9 @@ def _ref(fn):
 
 
 def _reduce_cuda(kind):
-    """One thread per output element, looping over the reduced axes."""
+    """Split reduction: thread ``i`` takes output ``i // parts`` and every ``parts``-th reduced element from
+    ``i % parts``, then combines its partial result atomically, so large reductions (bias gradients over
+    N*H*W) keep the whole GPU busy."""
     def lower(node, name):
         x = node.inputs[0]
         rank = x.type.rank
@@ -104,18 +106,22 @@ def _reduce_cuda(kind):
         kept = [a for a in range(rank) if a not in axes]
         keep = node.attrs.get("keepdims", False)
         out_idx = [f"i{a}" if a in kept else "0" for a in range(rank)] if keep else [f"i{a}" for a in kept]
-        body = "    rest = i\n"
+        count = " * ".join(f"x.shape[{a}]" for a in axes)
+        parts = f"(({count}) + {CHUNK - 1}) // {CHUNK}"
+        body = f"    parts = {parts}\n    o = i // parts\n    j = i % parts\n    rest = o\n"
         for a in reversed(kept):
             body += f"    i{a} = rest % x.shape[{a}]\n    rest //= x.shape[{a}]\n"
-        body += f"    acc = {_INIT[kind]}\n"
-        depth = 1
-        for a in axes:
-            body += "    " * depth + f"for i{a} in range(x.shape[{a}]):\n"
-            depth += 1
-        body += "    " * depth + _STEP[kind].format(v=f"x[{', '.join(f'i{a}' for a in range(rank))}]") + "\n"
-        result = "acc / (" + " * ".join(f"x.shape[{a}]" for a in axes) + ")" if kind == "mean" else "acc"
-        body += f"    out[{', '.join(out_idx) if out_idx else '()'}] = {result}"
-        return cuda_kernel(name, "x, out", "out.size", body)
+        body += f"    acc = {_INIT[kind]}\n    for flat in range(j, {count}, parts):\n        rest = flat\n"
+        for a in reversed(axes):
+            body += f"        i{a} = rest % x.shape[{a}]\n        rest //= x.shape[{a}]\n"
+        body += "        " + _STEP[kind].format(v=f"x[{', '.join(f'i{a}' for a in range(rank))}]") + "\n"
+        if kind == "mean":
+            body += f"    acc = acc / ({count})\n"
+        target = out_idx[0] if len(out_idx) == 1 else f"({', '.join(out_idx)})" if out_idx else "0"
+        view = "out" if out_idx else "out.reshape(1)"
+        body += f"    cuda.atomic.{'max' if kind == 'max' else 'add'}({view}, {target}, acc)"
+        fill = "out = -math.inf" if kind == "max" else "out = 0.0"
+        return cuda_kernel(name, "x, out", f"out.size * ({parts})", body, fill=fill)
 
     return lower
 

@@ -84,3 +84,17 @@ def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(cuda, "is_available", lambda: False)
     with pytest.raises(nncc.NNCCError, match="needs an NVIDIA GPU .* NUMBA_ENABLE_CUDASIM=1"):
         nncc.compile(_tiny_mlp(), input_shape=(None, 3, 2, 2), target="cuda")
+
+
+def test_split_reductions_cover_each_output_once():
+    """Bias-gradient shaped sums: more reduced elements than one chunk, fewer outputs than threads per block."""
+    from numba import cuda
+
+    b = GraphBuilder("bias_grad")
+    x = b.input("x", TensorType("f32", ("N", 16, 10, 10)))
+    outs = [b.add1(op, [x], {"axes": [0, 2, 3], "keepdims": False}) for op in ("sum", "mean", "max")]
+    program = Program(b.finish(outs), target="cuda")
+    data = np.random.default_rng(3).standard_normal((3, 16, 10, 10)).astype(np.float32)
+    got = program({"x": cuda.to_device(data)})
+    for have, want in zip(got, (data.sum((0, 2, 3)), data.mean((0, 2, 3)), data.max((0, 2, 3)))):
+        np.testing.assert_allclose(have.copy_to_host(), want, rtol=1e-5, atol=1e-5)
