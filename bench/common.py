@@ -14,28 +14,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "tests"))  # the PyTorch twins of the example models
 
 
 def torch_lenet(state: dict):
-    """PyTorch LeNet with the same layer names as examples/lenet.py, loaded with ``state``."""
+    """PyTorch's twin of examples/lenet.py (the one the parity tests use), loaded with ``state``."""
     import torch
-    from torch import nn
 
-    class LeNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
-            self.pool = nn.MaxPool2d(2, 2)
-            self.conv2 = nn.Conv2d(6, 16, 5)
-            self.fc1 = nn.Linear(400, 120)
-            self.fc2 = nn.Linear(120, 84)
-            self.fc3 = nn.Linear(84, 10)
-
-        def forward(self, x):
-            x = self.pool(torch.relu(self.conv1(x)))
-            x = self.pool(torch.relu(self.conv2(x)))
-            x = torch.flatten(x, 1)
-            return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+    from parity.torch_models import LeNet
 
     model = LeNet()
     model.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
