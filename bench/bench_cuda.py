@@ -30,8 +30,11 @@ def main() -> None:
 
     model = LeNet()
     start = time.perf_counter()
-    step = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),
-                        optimizer=optim.SGD(lr=0.01, momentum=0.9), target="cuda")
+    try:
+        step = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),
+                            optimizer=optim.SGD(lr=0.01, momentum=0.9), target="cuda")
+    except nncc.NNCCError as e:  # no GPU here: say so in one line
+        raise SystemExit(f"bench_cuda: {e}")
     step.train_step(np.zeros((2, 1, 28, 28), np.float32), np.zeros(2, np.int64))
     compile_s = time.perf_counter() - start
     has_torch_gpu = torch.cuda.is_available()

@@ -61,10 +61,11 @@ def _compile(model, shape, kind: str, args):
     from nncc import nn
     from runtime import optim
 
+    target = getattr(args, "target", "cpu")
     if kind == "forward":
-        return nncc.compile(model, input_shape=shape, fuse=not args.no_fuse)
+        return nncc.compile(model, input_shape=shape, fuse=not args.no_fuse, target=target)
     return nncc.compile(model, input_shape=shape, loss=nn.CrossEntropyLoss(),
-                        optimizer=optim.SGD(lr=0.01, momentum=0.9), fuse=not args.no_fuse)
+                        optimizer=optim.SGD(lr=0.01, momentum=0.9), fuse=not args.no_fuse, target=target)
 
 
 # ---- commands -------------------------------------------------------------------------------------------------
@@ -83,10 +84,14 @@ def cmd_dump(args) -> None:
     if args.stats:
         print(stats_text(compiled, args.kind, args.batch))
         return
+    if args.stage == "source":
+        print(program.emitted.source)
+        return
     stages = list(program.dumps) + ["final"] if args.stage == "all" else [args.stage]
     for stage in stages:
         if stage not in program.dumps and stage != "final":
-            raise CliError(f"no stage {stage!r}; stages: {', '.join(list(program.dumps) + ['final', 'all'])}")
+            raise CliError(f"no stage {stage!r}; stages: "
+                           f"{', '.join(list(program.dumps) + ['final', 'all', 'source'])}")
         text = str(program.graph) if stage == "final" else program.dumps[stage]
         if args.format == "dot":
             from .ir.parser import parse_graph
@@ -119,7 +124,8 @@ def cmd_train(args) -> None:
     model, shape = _load(args, default_shape=(None, *train.images.shape[1:]))
     nncc.manual_seed(args.seed)
     opt = optim.Adam(lr=args.lr) if args.optimizer == "adam" else optim.SGD(lr=args.lr, momentum=args.momentum)
-    step = nncc.compile(model, input_shape=shape, loss=nn.CrossEntropyLoss(), optimizer=opt, fuse=not args.no_fuse)
+    step = nncc.compile(model, input_shape=shape, loss=nn.CrossEntropyLoss(), optimizer=opt, fuse=not args.no_fuse,
+                        target=args.target)
     trainer = Trainer(step, train, test, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
                       checkpoint=args.checkpoint, resume=args.resume, progress=not args.no_progress)
     history = trainer.fit()
@@ -218,16 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = model_command("compile", "write a self-contained Python package", cmd_compile)
     p.add_argument("-o", "--output", required=True, help="package directory to write")
-    p = model_command("dump", "print the IR after a pass, or statistics", cmd_dump)
-    p.add_argument("--stage", default="final", help="a pass name, 'fused', 'final' or 'all'")
+    p = model_command("dump", "print the IR after a pass, the generated source, or statistics", cmd_dump)
+    _target_option(p)
+    p.add_argument("--stage", default="final", help="a pass name, 'fused', 'final', 'all' or 'source'")
     p.add_argument("--kind", default="forward", choices=["forward", "grad", "train"])
     p.add_argument("--format", default="text", choices=["text", "dot"])
     p.add_argument("--stats", action="store_true", help="kernels, FLOPs, bytes moved, memory, compile timings")
     p.add_argument("--batch", type=int, default=64, help="batch size for --stats")
     p = model_command("run", "run inference on a .npy input", cmd_run)
+    _target_option(p)
     p.add_argument("input", help="input .npy file")
     p.add_argument("-o", "--output", help="write the output to this .npy file")
     p = model_command("train", "train on MNIST-format IDX files", cmd_train)
+    _target_option(p)
     p.add_argument("--data", required=True, help="directory with the MNIST IDX files")
     p.add_argument("--download", action="store_true", help="download MNIST into --data when it is missing")
     p.add_argument("--epochs", type=int, default=5)
@@ -248,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--atol", type=float, default=1e-5)
     return parser
+
+
+def _target_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda: numba.cuda kernels on an NVIDIA GPU (or numba's simulator, NUMBA_ENABLE_CUDASIM=1)")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -14,6 +14,7 @@ from .frontend.tracer import TracedModel, trace_module
 from .ir.graph import Graph
 from .ir.types import TensorType
 from .codegen import get_target
+from .codegen.targets import on_device as is_cuda_array
 from .passes.autodiff import differentiate
 from .passes.fusion import format_plan, plan_kernels
 from .passes.manager import PassManager
@@ -295,7 +296,7 @@ def check_inputs(arrays: Sequence, types: Sequence[TensorType], names: Sequence[
     """Validate inputs against the graph's types; yield (name, C-contiguous array). Errors show expected vs got."""
     sizes: dict[str, tuple[int, str]] = {}
     for arr, t, name in zip(arrays, types, names):
-        on_device = hasattr(arr, "__cuda_array_interface__")  # CUDA arrays are checked without a copy
+        on_device = is_cuda_array(arr)  # CUDA arrays are checked without a copy
         arr = arr if on_device else np.asarray(arr)
         if arr.dtype != t.np_dtype:
             raise ShapeError(f"input {name!r}: expected dtype {t.np_dtype} ({t}), got {arr.dtype}")

@@ -53,10 +53,14 @@ class CudaTarget:
         return CudaEmitter(graph, kernels, memory).emit()
 
     def to_device(self, array: Any) -> Any:
-        return array if _on_device(array) else self.cuda.to_device(np.asarray(array, order="C"))  # keeps 0-d arrays 0-d
+        if hasattr(array, "copy_to_host"):  # numba's (or its simulator's) device array
+            return array
+        if on_device(array):  # another library's CUDA array (CuPy, PyTorch): shared, not copied
+            return self.cuda.as_cuda_array(array)
+        return self.cuda.to_device(np.asarray(array, order="C"))  # keeps 0-d arrays 0-d
 
     def to_host(self, array: Any) -> np.ndarray:
-        return array.copy_to_host() if _on_device(array) else np.asarray(array)
+        return array.copy_to_host() if hasattr(array, "copy_to_host") else np.asarray(array)
 
     def empty(self, size: int, dtype) -> Any:
         return self.cuda.device_array(size, dtype)
@@ -70,5 +74,6 @@ def get_target(name: str):
     raise UnsupportedError(f"target {name!r} is not supported (targets: cpu, cuda)")
 
 
-def _on_device(array: Any) -> bool:
-    return hasattr(array, "copy_to_host")
+def on_device(array: Any) -> bool:
+    """Whether ``array`` is a CUDA array: numba's, its simulator's, or any with ``__cuda_array_interface__``."""
+    return hasattr(array, "copy_to_host") or hasattr(array, "__cuda_array_interface__")
