@@ -1,7 +1,6 @@
 """matmul {transpose_a, transpose_b}: 2-D matrix product, lowered to BLAS (numba's np.dot, via SciPy)."""
 from __future__ import annotations
 
-import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import is_float

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..ir.types import TensorType, is_float
+from ..ir.types import is_float
 from .cuda_lowering import CHUNK, cuda_kernel
 from .registry import OpDef, register
 
