@@ -9,9 +9,9 @@ Example::
 """
 from .compiler import CompiledModule, compile
 from .errors import IRError, NNCCError, ShapeError, UnsupportedError
-from . import nn
+from . import nn, onnx
 from .frontend.nn.init import manual_seed
 
 __version__ = "0.1.0"
-__all__ = ["compile", "CompiledModule", "nn", "manual_seed", "NNCCError", "ShapeError", "IRError",
+__all__ = ["compile", "CompiledModule", "nn", "onnx", "manual_seed", "NNCCError", "ShapeError", "IRError",
            "UnsupportedError"]

@@ -184,11 +184,23 @@ class CompiledModule:
             raise ShapeError(f"input 'target': class label {bad} is out of range [0, {classes}) for "
                              f"{type(self.loss).__name__}")
 
-    def __call__(self, *xs: np.ndarray):
+    def __call__(self, *xs: np.ndarray, **named: np.ndarray):
+        """Run the forward program. Models with ``input_names`` (imported ONNX models) also take inputs by name."""
+        if named:
+            xs = xs + self._named_inputs(len(xs), named)
         outs = self.program("forward")(self._feeds(xs))
         n = self._traced_forward().n_outputs
         host = [self.device.to_host(o) for o in outs[:n]]
         return host[0] if n == 1 else tuple(host)
+
+    def _named_inputs(self, given: int, named: dict) -> tuple:
+        names = list(getattr(self.model, "input_names", []))
+        unknown = sorted(set(named) - set(names[given:]))
+        missing = [n for n in names[given:] if n not in named]
+        if unknown or missing:
+            raise ShapeError(f"{self.name}: inputs by name must complete {names} after {given} positional ones; "
+                             f"unknown {unknown}, missing {missing}")
+        return tuple(named[n] for n in names[given:])
 
     def evaluate(self, x: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
         """Loss and outputs in eval mode (no dropout, BatchNorm running statistics), no update."""
@@ -323,7 +335,8 @@ def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, o
 
     ``model`` is an ``nncc.nn.Module``, a spec file (``.toml``) or an ONNX file (``.onnx``).
     ``input_shape`` is a tuple (or list of tuples) whose ``None`` dims are the symbolic batch size ``N``;
-    spec and ONNX files carry their own. ``fuse=False`` turns fusion off (one kernel per op);
+    spec and ONNX files carry their own, and so do Modules with ``input_shape`` and ``input_dtypes``
+    attributes (an imported ONNX model). ``fuse=False`` turns fusion off (one kernel per op);
     ``parallel=True`` runs CPU kernels' batch loops on numba's thread pool. Example::
 
         fwd = nncc.compile(model, input_shape=(None, 1, 28, 28))
@@ -338,8 +351,20 @@ def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, o
     if not isinstance(model, Module):
         raise UnsupportedError(f"cannot compile an object of type {type(model).__name__}: expected an nncc.nn.Module, "
                                f"a spec file or an ONNX file")
+    types = compile_input_types(model, input_shape, dtype)
+    return CompiledModule(model, types, loss, optimizer, target, fuse, parallel=parallel)
+
+
+def compile_input_types(model: Module, input_shape=None, dtype: str = "f32") -> list[TensorType]:
+    """The input types of ``model``: ``input_shape`` (one shape, or a list of shapes; None for the batch) and
+    ``dtype``, or the model's own ``input_shape`` and ``input_dtypes`` attributes (an imported ONNX model's)."""
+    if input_shape is None:
+        input_shape = getattr(model, "input_shape", None)
     if input_shape is None:
         raise ShapeError("input_shape is required for a Module, e.g. input_shape=(None, 1, 28, 28)")
-    shapes = [input_shape] if not isinstance(input_shape[0], (tuple, list)) else list(input_shape)
-    types = [TensorType(dtype, tuple("N" if d is None else int(d) for d in s)) for s in shapes]
-    return CompiledModule(model, types, loss, optimizer, target, fuse, parallel=parallel)
+    several = input_shape == [] or (len(input_shape) > 0 and isinstance(input_shape[0], (tuple, list)))
+    shapes = list(input_shape) if several else [input_shape]  # () is one 0-d input, [] is none
+    dtypes = getattr(model, "input_dtypes", None) or [dtype] * len(shapes)
+    if len(dtypes) != len(shapes):
+        raise ShapeError(f"{type(model).__name__} takes {len(dtypes)} inputs, got {len(shapes)} input shapes")
+    return [TensorType(dt, tuple("N" if d is None else int(d) for d in s)) for s, dt in zip(shapes, dtypes)]

@@ -40,11 +40,18 @@ def load_python_class(ref: str) -> Module:
     spec = importlib.util.spec_from_file_location(name, p)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the user's file: report it in one line (NNCC_DEBUG=1 shows the traceback)
+        del sys.modules[name]
+        raise NNCCError(f"{file}: importing it failed: {type(e).__name__}: {e}") from e
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise NNCCError(f"{file!r} defines no {cls_name!r}")
-    model = cls()
+    try:
+        model = cls()
+    except Exception as e:
+        raise NNCCError(f"{ref}: {cls_name}() failed: {type(e).__name__}: {e}") from e
     if not isinstance(model, Module):
         raise NNCCError(f"{ref}: {cls_name} is not an nncc.nn.Module")
     return model

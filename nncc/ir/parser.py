@@ -83,7 +83,11 @@ def parse_graph(text: str) -> Graph:
     t = _Tokens(text)
     if t.take("word") != "graph":
         t.fail(0, "expected 'graph'")
-    name = t.take("word")
+    kind, name, pos = t.next()
+    if kind == "string":  # names that are not plain words are printed JSON-quoted
+        name = json.loads(name)
+    elif kind != "word":
+        t.fail(pos, f"expected the graph's name, got {name or 'end of input'!r}")
     env: dict[str, Value] = {}
     inputs = []
     t.expect("(")
@@ -130,6 +134,7 @@ def _lookup(t: _Tokens, env: dict[str, Value]) -> Value:
 
 
 def _parse_node(t: _Tokens, env: dict[str, Value]) -> Node:
+    start = t.peek()[2]
     lhs = [_value_name(t.take("value"))]
     while t.accept(","):
         lhs.append(_value_name(t.take("value")))
@@ -158,7 +163,7 @@ def _parse_node(t: _Tokens, env: dict[str, Value]) -> Node:
         label = json.loads(t.take("string"))
         t.expect(")")
     if len(types) != len(lhs):
-        t.fail(t.peek()[2], f"{op}: {len(lhs)} results but {len(types)} types")
+        t.fail(start, f"{op}: {len(lhs)} results but {len(types)} types")
     node = Node(op, args, attrs, [], label)
     for vname, ty in zip(lhs, types):
         out = Value(ty, None, node)

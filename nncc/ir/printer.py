@@ -17,7 +17,8 @@ import numpy as np
 from .graph import Graph, Value
 from .types import dtype_of
 
-_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*\Z")  # \Z: "$" would let a trailing newline through
+_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # a graph name printed bare
 
 
 def format_name(name: str) -> str:
@@ -73,4 +74,5 @@ def print_graph(graph: Graph) -> str:
     params = ", ".join(f"{names[v]}: {v.type}" for v in graph.inputs)
     results = ", ".join(str(v.type) for v in graph.outputs)
     body.append("  return " + ", ".join(names[v] for v in graph.outputs))
-    return f"graph {graph.name}({params}) -> ({results}) {{\n" + "\n".join(body) + "\n}\n"
+    name = graph.name if _WORD.match(graph.name) else json.dumps(graph.name)
+    return f"graph {name}({params}) -> ({results}) {{\n" + "\n".join(body) + "\n}\n"

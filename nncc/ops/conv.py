@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..ir.types import is_float
+from ..ir.types import TensorType, dtype_of, is_float
 from .cuda_lowering import cuda_kernel, unravel
 from .registry import OpDef, expect_rank, register
 
@@ -245,12 +245,12 @@ def {name}(x, gy, w, out):
         o2[g * Kg:(g + 1) * Kg] = part"""
 
 
-def _backward_input_cpu(node, name):
+def _backward_input_cpu(node, name, params="gy, w, x, out"):
     (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
     return _gather_gy_src(f"{name}_gather") + f"""
 
 
-def {name}(gy, w, x, out):
+def {name}({params}):
     N, K, P, Q = gy.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     H, W = out.shape[2], out.shape[3]
@@ -313,7 +313,7 @@ def _forward_cuda(node, name):
     return cuda_kernel(name, "x, w, b, out" if has_bias else "x, w, out", "out.size", body)
 
 
-def _backward_input_cuda(node, name):
+def _backward_input_cuda(node, name, params="gy, w, x, out"):
     """Gather form: each input pixel sums the output positions whose windows cover it (no atomics)."""
     (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
     body = unravel(["n", "ci", "h", "wc"], "out") + f"""    K, P, Q = gy.shape[1], gy.shape[2], gy.shape[3]
@@ -333,7 +333,7 @@ def _backward_input_cuda(node, name):
                     for k in range(g * Kg, (g + 1) * Kg):
                         acc += gy[n, k, p, q] * w[k, c, r, s]
     out[n, ci, h, wc] = acc"""
-    return cuda_kernel(name, "gy, w, x, out", "out.size", body)
+    return cuda_kernel(name, params, "out.size", body)
 
 
 def _backward_weight_cuda(node, name):
@@ -369,3 +369,48 @@ register(OpDef("conv2d_backward_input", "kernel", _bwd_input_infer, _bwd_input_r
                lower={"cpu": _backward_input_cpu, "cuda": _backward_input_cuda}, flops=_bwd_flops))
 register(OpDef("conv2d_backward_weight", "kernel", _bwd_weight_infer, _bwd_weight_ref,
                lower={"cpu": _backward_weight_cpu, "cuda": _backward_weight_cuda}, flops=_bwd_flops))
+
+
+# ---- conv_transpose2d(x, w) {stride, padding, dilation, groups, output_padding} ---------------------------------
+# The gradient of conv2d w.r.t. its input, as a layer (ONNX's ConvTranspose): w is [C_in, C_out/groups, R, S].
+# It reuses conv2d_backward_input's lowerings, which read only the output's shape.
+def _transpose_out_size(size, k, stride, pad, dil, extra):
+    return (size - 1) * stride - 2 * pad + dil * (k - 1) + 1 + extra
+
+
+def _transpose_infer(types, attrs):
+    x, w = types
+    expect_rank(x, 4, "conv_transpose2d input")
+    expect_rank(w, 4, "conv_transpose2d weight")
+    stride, pad, dil, groups = _geometry(attrs)
+    extra = _pair(attrs.get("output_padding", 0))
+    if x.dtype != w.dtype or not is_float(x.dtype):
+        raise ShapeError(f"input {x} and weight {w} must share a float dtype")
+    if x.shape[1] != w.shape[0] or w.shape[0] % groups:
+        raise ShapeError(f"input {x} does not match weight {w} ([C_in, C_out/groups, R, S]) with groups={groups}")
+    if any(e >= max(s, d) for e, s, d in zip(extra, stride, dil)):
+        raise ShapeError(f"output_padding {extra} must be smaller than the stride {stride} or the dilation {dil}")
+    h, wd = (_transpose_out_size(x.shape[2 + a], w.shape[2 + a], stride[a], pad[a], dil[a], extra[a]) for a in (0, 1))
+    if h <= 0 or wd <= 0:
+        raise ShapeError(f"padding {pad} leaves no output for input {x} and weight {w}")
+    return [x.with_shape((x.shape[0], w.shape[1] * groups, h, wd))]
+
+
+def _transpose_ref(xs, attrs):
+    x, w = xs
+    shape = _transpose_infer([TensorType(dtype_of(a.dtype), a.shape) for a in xs], attrs)[0].shape
+    return _bwd_input_ref([x, w, np.empty(shape, x.dtype)], attrs)
+
+
+def _transpose_vjp(b, node, grads, needs):
+    (g,) = grads
+    x, w = node.inputs
+    attrs = {k: v for k, v in node.attrs.items() if k != "output_padding"}
+    return [b.add1("conv2d", [g, w], attrs) if needs[0] else None,
+            b.add1("conv2d_backward_weight", [g, x, w], attrs) if needs[1] else None]
+
+
+register(OpDef("conv_transpose2d", "kernel", _transpose_infer, _transpose_ref, vjp=_transpose_vjp,
+               lower={"cpu": lambda node, name: _backward_input_cpu(node, name, "gy, w, out"),
+                      "cuda": lambda node, name: _backward_input_cuda(node, name, "gy, w, out")},
+               flops=_bwd_flops))

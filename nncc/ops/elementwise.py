@@ -203,3 +203,36 @@ def _cast_vjp(b, node, grads, needs):
 register(OpDef("cast", "elementwise", _cast_infer,
                lambda xs, k: [xs[0].astype(TensorType(k["dtype"], ()).np_dtype)],
                vjp=_cast_vjp, scalar=lambda a, k, c: f"{c.cast(k['dtype'])}({a[0]})"))
+
+
+# ---- rounding, erf and logic (ONNX's Floor, Ceil, Erf, Not, And, Or, Xor) ------------------------------------
+def _zero_grad(b, x, y, g):
+    return b.add1("mul", [g, scalar(b, 0.0, g)])
+
+
+def _erf_ref(x):
+    from scipy.special import erf  # SciPy is already numba's BLAS provider
+
+    return erf(x)
+
+
+_def("floor", 1, _same_dtype(np.floor), lambda a, k, c: f"np.floor({a[0]})", _unary_vjp(_zero_grad))
+_def("ceil", 1, _same_dtype(np.ceil), lambda a, k, c: f"np.ceil({a[0]})", _unary_vjp(_zero_grad))
+_def("erf", 1, _same_dtype(_erf_ref), lambda a, k, c: f"math.erf({a[0]})",  # d/dx erf = 2/sqrt(pi) exp(-x^2)
+     _unary_vjp(lambda b, x, y, g: b.add1("mul", [g, b.add1("mul", [
+         scalar(b, 2.0 / np.sqrt(np.pi), x), b.add1("exp", [b.add1("neg", [b.add1("mul", [x, x])])])])])))
+
+
+def _logic(name: str, arity: int, ref, expr) -> None:
+    def infer(types, attrs):
+        if len(types) != arity or any(t.dtype != "bool" for t in types):
+            raise ShapeError(f"takes {arity} bool operand(s), got {', '.join(map(str, types))}")
+        return _broadcast_rule(float_only=False)(types, attrs)
+
+    register(OpDef(name, "elementwise", infer, lambda xs, k: [np.asarray(ref(*xs))], scalar=expr))
+
+
+_logic("logical_not", 1, np.logical_not, lambda a, k, c: f"not {a[0]}")
+_logic("logical_and", 2, np.logical_and, lambda a, k, c: f"{a[0]} & {a[1]}")
+_logic("logical_or", 2, np.logical_or, lambda a, k, c: f"{a[0]} | {a[1]}")
+_logic("logical_xor", 2, np.logical_xor, lambda a, k, c: f"{a[0]} != {a[1]}")

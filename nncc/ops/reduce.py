@@ -58,8 +58,8 @@ def _max_vjp(b, node, grads, needs):
     return [b.add1("mul", [_expand_grad(b, node, grads[0]), mask])]
 
 
-_INIT = {"sum": "0.0", "mean": "0.0", "max": "-np.inf"}
-_STEP = {"sum": "acc += {v}", "mean": "acc += {v}", "max": "acc = max(acc, {v})"}
+_INIT = {"sum": "0.0", "mean": "0.0", "max": "-np.inf", "prod": "1.0"}
+_STEP = {"sum": "acc += {v}", "mean": "acc += {v}", "max": "acc = max(acc, {v})", "prod": "acc *= {v}"}
 
 
 def _reduce_cpu(kind):
@@ -126,9 +126,42 @@ def _reduce_cuda(kind):
     return lower
 
 
-for _kind, _fn, _vjp in [("sum", np.sum, _sum_vjp), ("mean", np.mean, _mean_vjp), ("max", np.max, _max_vjp)]:
+def _max_ref(x, axis, keepdims):
+    if x.size == 0 and x.dtype.kind == "f":  # -inf over no elements, as the kernels
+        return np.max(x, axis=axis, keepdims=keepdims, initial=-np.inf)
+    return np.max(x, axis=axis, keepdims=keepdims)
+
+
+for _kind, _fn, _vjp in [("sum", np.sum, _sum_vjp), ("mean", np.mean, _mean_vjp), ("max", _max_ref, _max_vjp)]:
     register(OpDef(_kind, "kernel", _reduce_infer, _ref(_fn), vjp=_vjp,
                    lower={"cpu": _reduce_cpu(_kind), "cuda": _reduce_cuda(_kind)}))
+
+
+def _prod_vjp(b, node, grads, needs):  # g * y / x: exact for non-zero inputs
+    x, y = node.inputs[0], node.outputs[0]
+    return [b.add1("div", [b.add1("mul", [_expand_grad(b, node, grads[0]), _expand_grad(b, node, y)]), x])]
+
+
+def _prod_cuda(node, name):
+    """One thread per output element multiplies its reduced elements (no atomic product exists)."""
+    x = node.inputs[0]
+    rank = x.type.rank
+    axes = _axes(node.attrs, rank)
+    kept = [a for a in range(rank) if a not in axes]
+    count = " * ".join(f"x.shape[{a}]" for a in axes) or "1"
+    body = "    rest = i\n"
+    for a in reversed(kept):
+        body += f"    i{a} = rest % x.shape[{a}]\n    rest //= x.shape[{a}]\n"
+    body += f"    acc = 1.0\n    for flat in range({count}):\n        rest = flat\n"
+    for a in reversed(axes):
+        body += f"        i{a} = rest % x.shape[{a}]\n        rest //= x.shape[{a}]\n"
+    body += f"        acc *= x[{', '.join(f'i{a}' for a in range(rank))}]\n"
+    body += "    out.reshape(out.size)[i] = acc"
+    return cuda_kernel(name, "x, out", "out.size", body)
+
+
+register(OpDef("prod", "kernel", _reduce_infer, _ref(np.prod), vjp=_prod_vjp,
+               lower={"cpu": _reduce_cpu("prod"), "cuda": _prod_cuda}))
 
 
 # ---- softmax and log_softmax along one axis -------------------------------------------------------------------

@@ -67,7 +67,7 @@ def all_ops() -> dict[str, OpDef]:
 
 
 def _load_all() -> None:
-    from . import conv, elementwise, losses, matmul, optim, pool, random, reduce, shape  # noqa: F401
+    from . import conv, elementwise, indexing, losses, matmul, optim, pool, random, reduce, shape  # noqa: F401
 
 
 def expect_rank(t: TensorType, rank: int, what: str) -> None:

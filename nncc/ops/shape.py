@@ -227,3 +227,25 @@ register(OpDef("numel", "kernel", _numel_infer,
                                        dtype=TensorType(k["dtype"], ()).np_dtype)],
                lower={"cpu": _numel_cpu, "cuda": lambda node, name: cuda_kernel(
                    name, "x, out", "1", _numel_cpu(node, "unused").split("\n", 1)[1])}))
+
+
+# broadcast_to(x) {shape}: x broadcast numpy-style to a fixed shape (ONNX's Expand); a symbol in ``shape``
+# must come from x itself.
+def _broadcast_to_infer(types, attrs):
+    (t,) = types
+    shape = tuple(attrs["shape"])
+    if broadcast_shapes(t.shape, shape) != shape:
+        raise ShapeError(f"cannot broadcast {t} to {list(shape)}")
+    return [t.with_shape(shape)]
+
+
+def _broadcast_to_ref(xs, attrs):
+    x = xs[0]
+    lead = len(attrs["shape"]) - x.ndim
+    shape = [x.shape[a - lead] if isinstance(d, str) else d for a, d in enumerate(attrs["shape"])]
+    return [np.ascontiguousarray(np.broadcast_to(x, shape))]
+
+
+register(OpDef("broadcast_to", "elementwise", _broadcast_to_infer, _broadcast_to_ref,
+               vjp=lambda b, node, grads, needs: [unbroadcast(b, grads[0], node.inputs[0])],
+               scalar=lambda a, k, c: a[0]))

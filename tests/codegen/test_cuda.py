@@ -17,7 +17,7 @@ from nncc.ir import GraphBuilder, TensorType, dtype_of
 from nncc.ops import get_op
 from runtime import optim
 
-from ops.cases import CASES, make_input
+from ops.cases import CASES, make_inputs
 
 pytestmark = [
     pytest.mark.cuda,
@@ -33,9 +33,7 @@ def test_every_op_matches_the_reference_on_cuda():
     b = GraphBuilder("all_ops_cuda")
     feeds, expected, outputs = {}, [], []
     for i, case in enumerate(CASES):
-        arrays = []
-        for spec in case[1]:
-            arrays.append(make_input(spec, rng, np.float32, arrays[0] if arrays else None))
+        arrays = make_inputs(case, rng, np.float32)
         values = [b.input(f"c{i}_{j}", TensorType(dtype_of(a.dtype), a.shape)) for j, a in enumerate(arrays)]
         feeds.update({v.name: a for v, a in zip(values, arrays)})
         outs = b.add(case[0], values, case[2])

@@ -1,4 +1,4 @@
-"""PyTorch twins of the example models, with the same parameter names, for parity tests."""
+"""PyTorch twins of the nncc models in nncc_models.py, with the same parameter names and layouts."""
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -62,3 +62,7 @@ class OddConvPool(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.flatten(self.pool(torch.tanh(self.conv(x))), 1))
+
+
+TWINS = {"lenet": LeNet, "cifar_lenet": lambda: LeNet(3, 0), "mlp": MLP, "bn_cnn": BNCNN,
+         "odd_conv_avgpool": OddConvPool}

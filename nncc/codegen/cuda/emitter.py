@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from ...ir.graph import Graph, Value
+from ...ir.printer import format_name
 from ...ir.types import TensorType, is_float
 from ...ops.cuda_lowering import cuda_kernel
 from ...ops.registry import get_op
@@ -44,7 +45,7 @@ class CudaEmitter:
 
     def emit(self) -> Emitted:
         for i, v in enumerate(self.graph.inputs):
-            self.var[v], self.ir_names[v] = f"a{i}", "%" + v.name
+            self.var[v], self.ir_names[v] = f"a{i}", format_name(v.name)  # escaped: it lands in comments
             for axis, d in enumerate(v.type.shape):
                 if isinstance(d, str) and d not in self.symbols:
                     self.symbols[d] = f"s{len(self.symbols)}"
@@ -192,7 +193,7 @@ def elementwise_cuda_source(kernel: Kernel) -> str:
 
 
 _MATH = {"np.exp(": "math.exp(", "np.log(": "math.log(", "np.sqrt(": "math.sqrt(", "np.tanh(": "math.tanh(",
-         "np.log1p(": "math.log1p(", "np.sign(": "_sign("}
+         "np.log1p(": "math.log1p(", "np.sign(": "_sign(", "np.floor(": "math.floor(", "np.ceil(": "math.ceil("}
 
 
 def _cuda_math(expr: str) -> str:

@@ -1,0 +1,103 @@
+"""Fusion planning: elementwise chains share a loop nest; no kernel may wait on a value computed after it starts."""
+import nncc
+from nncc import nn
+from nncc.ir import parse_graph
+from nncc.passes.fusion import format_plan, plan_kernels
+from parity.nncc_models import MODELS
+from runtime import optim
+
+GRAPH = """graph g(%x: f32[N,4], %b: f32[4], %w: f32[4,4]) -> (f32[N,4], f32[N,4]) {
+  %0 = add(%x, %b) : f32[N,4]
+  %1 = relu(%0) : f32[N,4]
+  %2 = matmul(%1, %w) {transpose_a=false, transpose_b=false} : f32[N,4]
+  %3 = add(%2, %b) : f32[N,4]
+  %4 = relu(%3) : f32[N,4]
+  %5 = mul(%4, %1) : f32[N,4]
+  %6 = sum(%5) {axes=[1], keepdims=true} : f32[N,1]
+  %7 = sub(%5, %6) : f32[N,4]
+  %8 = exp(%6) : f32[N,1]
+  %9 = add(%7, %8) : f32[N,4]
+  return %9, %1
+}
+"""
+# %7 reads %5 from kernel #2 but also %6, which is computed after kernel #2 starts: fused into kernel #2 it
+# would wait on its own output, so it starts a kernel. %8 loops over a smaller domain than %7's kernel.
+PLAN = """kernels of graph g: 7
+kernel #0 (elementwise, 2 nodes):
+    %0 = add(%x, %b)
+    %1 = relu(%0)
+kernel #1 (kernel, 1 node):
+    %2 = matmul(%1, %w) {transpose_a=false, transpose_b=false}
+kernel #2 (elementwise, 3 nodes):
+    %3 = add(%2, %b)
+    %4 = relu(%3)
+    %5 = mul(%4, %1)
+kernel #3 (kernel, 1 node):
+    %6 = sum(%5) {axes=[1], keepdims=true}
+kernel #4 (elementwise, 1 node):
+    %7 = sub(%5, %6)
+kernel #5 (elementwise, 1 node):
+    %8 = exp(%6)
+kernel #6 (elementwise, 1 node):
+    %9 = add(%7, %8)
+"""
+
+
+def assert_schedulable(graph, kernels):
+    """Every node is in exactly one kernel, and running the kernels in order, each finds its inputs ready."""
+    planned = [n for k in kernels for n in k.nodes]
+    assert sorted(map(id, planned)) == sorted(map(id, graph.nodes))
+    ready = set(graph.inputs)
+    for i, k in enumerate(kernels):
+        missing = [v for v in k.inputs if v not in ready]
+        assert not missing, f"kernel #{i} reads {missing} before they are computed"
+        inside = set()
+        for node in k.nodes:
+            assert all(v in ready or v in inside for v in node.inputs), f"kernel #{i}: {node.op} reads a later value"
+            inside.update(node.outputs)
+        ready |= inside
+
+
+def test_add_relu_chains_fuse_and_the_plan_never_waits_on_itself():
+    graph = parse_graph(GRAPH)
+    kernels = plan_kernels(graph)
+    assert format_plan(graph, kernels) == PLAN
+    assert_schedulable(graph, kernels)
+
+
+def test_kernel_boundaries_list_only_values_that_cross_them():
+    graph = parse_graph(GRAPH)
+    first = plan_kernels(graph)[0]
+    add, relu = first.nodes
+    assert first.inputs == [graph.input("x"), graph.input("b")]
+    assert first.outputs == relu.outputs  # %1 is read by later kernels and returned; %0 stays inside
+    assert add.outputs[0] not in first.outputs
+
+
+def test_without_fusion_every_node_is_its_own_kernel():
+    graph = parse_graph(GRAPH)
+    kernels = plan_kernels(graph, fuse=False)
+    assert [k.nodes for k in kernels] == [[n] for n in graph.nodes]
+    assert_schedulable(graph, kernels)
+
+
+def test_a_consumer_over_a_larger_domain_is_not_fused():
+    graph = parse_graph("""graph g(%x: f32[4], %y: f32[N,4]) -> (f32[N,4]) {
+  %0 = exp(%x) : f32[4]
+  %1 = add(%0, %y) : f32[N,4]
+  %2 = relu(%1) : f32[N,4]
+  return %2
+}
+""")
+    assert [len(k.nodes) for k in plan_kernels(graph)] == [1, 2]
+
+
+def test_the_plans_of_a_training_step_are_schedulable():
+    cls, shape, _ = MODELS["bn_cnn"]
+    nncc.manual_seed(0)
+    step = nncc.compile(cls(), input_shape=(None, *shape), loss=nn.CrossEntropyLoss(), optimizer=optim.Adam())
+    graph = step.program("train").graph  # emitted and imported, never run: no kernel is compiled
+    fused = plan_kernels(graph)
+    assert_schedulable(graph, fused)
+    assert_schedulable(graph, plan_kernels(graph, fuse=False))
+    assert len(fused) < len(graph.nodes)
