@@ -79,13 +79,15 @@ def _cuda(node, name):
 register(OpDef("matmul", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _cpu, "cuda": _cuda}, flops=_flops))
 
 
-# ---- batch_matmul {transpose_a, transpose_b}: [..., M, K] @ [..., K, N] over equal leading (batch) dims ------
+# ---- batch_matmul {transpose_a, transpose_b}: [..., M, K] @ [..., K, N] over equal leading (batch) dims, or with
+# one operand a plain matrix shared by every batch ---------------------------------------------------------------
 def _batch_infer(types, attrs):
     a, b = types
-    if a.rank < 3 or a.rank != b.rank or a.shape[:-2] != b.shape[:-2]:
-        raise ShapeError(f"batch_matmul needs operands of equal rank >= 3 with equal batch dims, got {a} and {b}")
+    batched = a if a.rank > 2 else b
+    if batched.rank < 3 or min(a.rank, b.rank) < 2 or (a.rank > 2 and b.rank > 2 and a.shape[:-2] != b.shape[:-2]):
+        raise ShapeError(f"batch_matmul needs operands with equal batch dims (or one a matrix), got {a} and {b}")
     m, n = _infer([a.with_shape(a.shape[-2:]), b.with_shape(b.shape[-2:])], attrs)[0].shape
-    return [a.with_shape(tuple(a.shape[:-2]) + (m, n))]
+    return [a.with_shape(tuple(batched.shape[:-2]) + (m, n))]
 
 
 def _batch_ref(xs, attrs):
@@ -96,7 +98,7 @@ def _batch_ref(xs, attrs):
 
 
 def _batch_vjp(b, node, grads, needs):
-    """matmul's rule, batch by batch (the batch dims are equal, so nothing is summed)."""
+    """matmul's rule, batch by batch; a shared matrix's gradient sums over the batches."""
     (g,) = grads
     x, y = node.inputs
     ta, tb = bool(node.attrs.get("transpose_a")), bool(node.attrs.get("transpose_b"))
@@ -104,43 +106,52 @@ def _batch_vjp(b, node, grads, needs):
     def mm(p, q, tp, tq):
         return b.add1("batch_matmul", [p, q], {"transpose_a": tp, "transpose_b": tq})
 
-    gx = (mm(g, y, False, not tb) if not ta else mm(y, g, tb, True)) if needs[0] else None
-    gy = (mm(x, g, not ta, False) if not tb else mm(g, x, True, ta)) if needs[1] else None
+    def unbatch(grad, like):
+        lead = grad.type.rank - like.type.rank
+        return b.add1("sum", [grad], {"axes": list(range(lead)), "keepdims": False}) if lead else grad
+
+    gx = unbatch(mm(g, y, False, not tb) if not ta else mm(y, g, tb, True), x) if needs[0] else None
+    gy = unbatch(mm(x, g, not ta, False) if not tb else mm(g, x, True, ta), y) if needs[1] else None
     return [gx, gy]
 
 
+def _mats(node) -> str:
+    """Source viewing a, b and out as stacks of matrices (a shared matrix is a stack of one)."""
+    lines = []
+    for var, v in zip(("a", "b", "out"), node.inputs + node.outputs):
+        m, n = v.type.rank - 2, v.type.rank - 1
+        lines.append(f"    {var}3 = {var}.reshape(({var}.size // max({var}.shape[{m}] * {var}.shape[{n}], 1), "
+                     f"{var}.shape[{m}], {var}.shape[{n}]))")
+    return "\n".join(lines) + "\n"
+
+
 def _batch_cpu(node, name):
-    a = "a3[i].T" if node.attrs.get("transpose_a") else "a3[i]"
-    b = "b3[i].T" if node.attrs.get("transpose_b") else "b3[i]"
+    a = "a3[i % a3.shape[0]].T" if node.attrs.get("transpose_a") else "a3[i % a3.shape[0]]"
+    b = "b3[i % b3.shape[0]].T" if node.attrs.get("transpose_b") else "b3[i % b3.shape[0]]"
     return f"""def {name}(a, b, out):
-    a3 = a.reshape((-1, a.shape[-2], a.shape[-1]))
-    b3 = b.reshape((-1, b.shape[-2], b.shape[-1]))
-    o3 = out.reshape((-1, out.shape[-2], out.shape[-1]))
-    for i in range(o3.shape[0]):
-        np.dot({a}, {b}, o3[i])"""
+{_mats(node)}    for i in range(out3.shape[0]):
+        np.dot({a}, {b}, out3[i])"""
 
 
 def _batch_cuda(node, name):
     """One thread per output element: batch t, row r, column c."""
-    a = "a3[t, k, r]" if node.attrs.get("transpose_a") else "a3[t, r, k]"
-    b = "b3[t, c, k]" if node.attrs.get("transpose_b") else "b3[t, k, c]"
-    inner = "a.shape[-2]" if node.attrs.get("transpose_a") else "a.shape[-1]"
-    body = f"""    M, N = out.shape[-2], out.shape[-1]
-    a3 = a.reshape((a.size // (a.shape[-2] * a.shape[-1]), a.shape[-2], a.shape[-1]))
-    b3 = b.reshape((b.size // (b.shape[-2] * b.shape[-1]), b.shape[-2], b.shape[-1]))
+    a = "a3[t % a3.shape[0], k, r]" if node.attrs.get("transpose_a") else "a3[t % a3.shape[0], r, k]"
+    b = "b3[t % b3.shape[0], c, k]" if node.attrs.get("transpose_b") else "b3[t % b3.shape[0], k, c]"
+    inner = "a3.shape[1]" if node.attrs.get("transpose_a") else "a3.shape[2]"
+    body = _mats(node) + f"""    M, N = out3.shape[1], out3.shape[2]
     t = i // (M * N)
     r = (i // N) % M
     c = i % N
     acc = 0.0
     for k in range({inner}):
         acc += {a} * {b}
-    out.reshape(out.size)[i] = acc"""
+    out3[t, r, c] = acc"""
     return cuda_kernel(name, "a, b, out", "out.size", body)
 
 
 def _batch_flops(node, sizes):
     out = node.outputs[0].type.concrete(sizes)
-    a = node.inputs[0].type.concrete(sizes)
+    a = node.inputs[0].type.shape
     return 2 * int(np.prod(out)) * a[-2 if node.attrs.get("transpose_a") else -1]
 
 
