@@ -148,7 +148,8 @@ class _Writer:
     def initializer(self, value: Value, name: str, array: np.ndarray) -> None:
         from onnx import numpy_helper
 
-        self.initializers.append(numpy_helper.from_array(np.asarray(array, value.type.np_dtype), self.bind(value, name)))
+        tensor = numpy_helper.from_array(np.asarray(array, value.type.np_dtype), self.bind(value, name))
+        self.initializers.append(tensor)
 
     def const(self, array) -> str:
         """A constant tensor (a Constant node)."""

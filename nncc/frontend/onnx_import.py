@@ -220,9 +220,13 @@ def _sanitize(name: str, taken: set) -> str:
 
 def _input_type(value_info, where: str) -> TensorType:
     tt = value_info.type.tensor_type
-    if not value_info.type.HasField("tensor_type") or tt.elem_type not in ONNX_DTYPES:
+    if not value_info.type.HasField("tensor_type"):
+        kind = value_info.type.WhichOneof("value") or "no type"
+        raise UnsupportedError(f"{where}: graph input {value_info.name!r} is of {kind.replace('_type', '')} type, "
+                               f"not a tensor")
+    if tt.elem_type not in ONNX_DTYPES:
         raise UnsupportedError(f"{where}: graph input {value_info.name!r} has type "
-                               f"{_type_name(tt.elem_type)}; nncc supports {sorted(ONNX_DTYPES.values())} tensors")
+                               f"{type_name(tt.elem_type)}; nncc supports {sorted(ONNX_DTYPES.values())} tensors")
     if not tt.HasField("shape"):
         raise UnsupportedError(f"{where}: graph input {value_info.name!r} has no shape")
     dims = []
@@ -237,7 +241,7 @@ def _input_type(value_info, where: str) -> TensorType:
     return TensorType(ONNX_DTYPES[tt.elem_type], tuple(dims))
 
 
-def _type_name(elem_type: int) -> str:
+def type_name(elem_type: int) -> str:
     from onnx import TensorProto
 
     try:
@@ -383,7 +387,10 @@ def _result(value, name: str):
     if isinstance(value, Static):
         value = value.array(f"graph output {name!r}")
     if active_trace() is not None and not isinstance(value, Tensor):
-        return Tensor(to_value(value))
+        try:
+            return Tensor(to_value(value))
+        except UnsupportedError as e:
+            raise UnsupportedError(f"graph output {name!r}: {e}") from None
     return value
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import ShapeError, UnsupportedError
 from ..ir.types import DTYPES, dtype_of
 from ..ops.registry import get_op
-from .onnx_import import ONNX_DTYPES, OnnxError, Static, broadcast_dims, shape_of, standin_shapes
+from .onnx_import import ONNX_DTYPES, OnnxError, Static, broadcast_dims, shape_of, standin_shapes, type_name
 from .tracing import Tensor, active_trace, apply, to_value
 
 FLOAT = ("f32", "f64")
@@ -252,9 +252,7 @@ def _where(c):
 def _cast_op(c):
     to = ONNX_DTYPES.get(c.attr("to"))
     if to is None:
-        from .onnx_import import _type_name
-
-        raise c.unsupported(f"casting to {_type_name(c.attr('to'))}")
+        raise c.unsupported(f"casting to {type_name(c.attr('to'))}")
     return _cast(c.x(0), to)
 
 
@@ -532,11 +530,7 @@ def _gather(c):
 
 @handler("Expand")
 def _expand(c):
-    shape = c.shape(0)
-    out = broadcast_dims(shape, c.dims(1))
-    if tuple(out) == tuple(shape):
-        return c.x(0)
-    return apply("broadcast_to", [_traced(c.x(0))], {"shape": list(out)})
+    return _expand_to(c, c.x(0), list(broadcast_dims(c.shape(0), c.dims(1))))
 
 
 @handler("Pad", attrs=("mode", "pads", "value"))
@@ -592,7 +586,8 @@ class _Spatial:
             raise c.unsupported(f"{len(shape)}-D input {list(shape)} (nncc has 1-D and 2-D convolution and pooling)")
         given = c.attr("kernel_shape")
         if given is not None and list(given) != list(kernel):
-            raise ShapeError(f"{c.node.op} node {c.node.name!r}: kernel_shape {given} differs from the weight's {kernel}")
+            raise ShapeError(f"{c.node.op} node {c.node.name!r}: kernel_shape {given} differs from the weight's "
+                             f"{kernel}")
         self.kernel = list(kernel)
         self.strides = list(c.attr("strides", [1] * self.n))
         self.dilations = list(c.attr("dilations", [1] * self.n))
@@ -667,6 +662,8 @@ def _pool(kind: str):
     def run(c):
         if kind == "max" and c.wants(1):
             raise c.unsupported("the Indices output")
+        if c.attr("kernel_shape") is None:
+            raise OnnxError(f"{c.model.where}: {c.node.op} node {c.node.name!r} has no kernel_shape")
         sp = _Spatial(c, c.attr("kernel_shape"))
         x = sp.up(c.x(0))
         include_pad = bool(c.attr("count_include_pad", 0))
@@ -739,15 +736,24 @@ def _matmul(c):
 
 def _matmul_nd(c, a, b):
     sa, sb = list(shape_of(a)), list(shape_of(b))
+    flags = {"transpose_a": False, "transpose_b": False}
     if len(sa) == 2 and len(sb) == 2:
-        return apply("matmul", [a, b], {"transpose_a": False, "transpose_b": False})
+        return apply("matmul", [a, b], flags)
     if len(sb) == 2 and all(isinstance(d, int) for d in sa):  # [..., K] @ [K, M]: one 2-D product
-        y = apply("matmul", [_reshape(a, [math.prod(sa[:-1]), sa[-1]]), b], {"transpose_a": False, "transpose_b": False})
+        y = apply("matmul", [_reshape(a, [math.prod(sa[:-1]), sa[-1]]), b], flags)
         return _reshape(y, sa[:-1] + [sb[-1]])
-    batch = list(broadcast_dims(sa[:-2], sb[:-2]))
-    a = apply("broadcast_to", [_traced(a)], {"shape": batch + sa[-2:]}) if sa[:-2] != batch else a
-    b = apply("broadcast_to", [_traced(b)], {"shape": batch + sb[-2:]}) if sb[:-2] != batch else b
-    return apply("batch_matmul", [a, b], {"transpose_a": False, "transpose_b": False})
+    if min(len(sa), len(sb)) > 2:  # batch dims broadcast both ways: expand each operand to the common ones
+        batch = list(broadcast_dims(sa[:-2], sb[:-2]))
+        a, b = (_expand_to(c, v, batch + s[-2:]) for v, s in ((a, sa), (b, sb)))
+    return apply("batch_matmul", [a, b], flags)
+
+
+def _expand_to(c, x, shape: list):
+    if list(shape_of(x)) == shape:
+        return x
+    if "N" in shape and "N" not in shape_of(x):
+        raise c.unsupported(f"broadcasting {list(shape_of(x))} to the batch size ({shape})")
+    return apply("broadcast_to", [_traced(x)], {"shape": shape})
 
 
 # ---- normalisation and dropout -----------------------------------------------------------------------------------

@@ -288,7 +288,12 @@ def _helpers(node) -> str:
 def _fill_value(node) -> str:
     value = node.attrs.get("value", 0)
     dtype = node.outputs[0].dtype
-    return repr(bool(value)) if dtype == "bool" else repr(int(value)) if dtype in ("i64", "i32") else repr(float(value))
+    if dtype == "bool":
+        return repr(bool(value))
+    if dtype in ("i64", "i32"):
+        return repr(int(value))
+    value = float(value)
+    return repr(value) if np.isfinite(value) else "math.nan" if np.isnan(value) else f"{'-' * (value < 0)}math.inf"
 
 
 def _map_maps(node, size_of):
@@ -323,7 +328,8 @@ def _map_cuda(node, name):
     read = f"x[{src}] if {inside} else {_fill_value(node)}" if inside else f"x[{src}]"
     names = [f"i{a}" for a in range(rank)]
     body = unravel(names, "out") + "".join(f"    {m}\n" for m in maps) + f"    out[{', '.join(names)}] = {read}"
-    return _helpers(node).replace("KERNEL", name) + cuda_kernel(name, "x, out", "out.size", body.replace("KERNEL", name))
+    kernel = cuda_kernel(name, "x, out", "out.size", body.replace("KERNEL", name))
+    return _helpers(node).replace("KERNEL", name) + kernel
 
 
 def _map_bwd_cuda(node, name):
@@ -433,4 +439,5 @@ def _arg_cuda(kind):
 
 
 for _kind, _fn in (("argmax", np.argmax), ("argmin", np.argmin)):
-    register(OpDef(_kind, "kernel", _arg_infer, _arg_ref(_fn), lower={"cpu": _arg_cpu(_kind), "cuda": _arg_cuda(_kind)}))
+    register(OpDef(_kind, "kernel", _arg_infer, _arg_ref(_fn),
+                   lower={"cpu": _arg_cpu(_kind), "cuda": _arg_cuda(_kind)}))

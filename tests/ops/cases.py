@@ -109,6 +109,8 @@ CASES = [
     ("prod", [X3], {"axes": [0, 2], "keepdims": False}),
     ("batch_matmul", [((2, 3, 4), "f", "any"), ((2, 5, 4), "f", "any")], {"transpose_a": False, "transpose_b": True}),
     ("batch_matmul", [((2, 4, 3), "f", "any"), ((2, 4, 5), "f", "any")], {"transpose_a": True, "transpose_b": False}),
+    ("batch_matmul", [((2, 2, 3, 4), "f", "any"), ((4, 5), "f", "any")], {"transpose_a": False, "transpose_b": False}),
+    ("batch_matmul", [((3, 4), "f", "any"), ((2, 5, 4), "f", "any")], {"transpose_a": False, "transpose_b": True}),
     ("conv_transpose2d", [((1, 4, 3, 3), "f", "any"), ((4, 2, 3, 3), "f", "any")], {**CONV_ODD, "output_padding": [1, 0]}),
     # indexing: gather (indices drawn below the first input's last dim), strided slices, the padding modes
     ("gather", [((2, 5), "f", "any"), ((2, 3), "i", "label")], {"axis": 1}),
