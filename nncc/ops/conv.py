@@ -1,10 +1,11 @@
 """conv2d {stride, padding, dilation, groups} and its two backward ops.
 
-CPU lowering: the forward pass works per sample (a cache-resident im2col of one sample, one BLAS product
-with the [K/g, C/g*R*S] weights, bias added on the way back to NCHW); the backward ops use im2col of the
-whole batch into a [C/g*R*S, N*P*Q] matrix and one BLAS product per group. The two im2col generators differ
-in loop order on purpose: the batch one fills each row of its large matrix in one sweep (an in-process A/B
-measured 10-20% faster steps than filling it sample by sample); see BENCHMARKS.md.
+CPU lowering: all three ops work one sample at a time around one BLAS product per group, with the
+[C/g*R*S, P*Q] im2col matrix of that sample (at most a few hundred KB for small CNNs) kept in cache: the
+forward product writes straight into the output and adds the bias in place, the weight gradient adds
+gy[n] @ im2col(x[n]).T into the result, and the input gradient scatters w.T @ gy[n] back through col2im.
+im2col copies each output row's in-bounds span with a plain loop LLVM vectorises; the bounds are worked out
+once per (c, r, s) tap, not per element. See BENCHMARKS.md for the A/B against batch-wide im2col.
 """
 from __future__ import annotations
 
@@ -140,143 +141,140 @@ def _bwd_weight_ref(xs, attrs):
     return [np.concatenate(parts, axis=0).astype(x.dtype)]
 
 
-# ---- CPU lowering -----------------------------------------------------------------------------------------
+# ---- CPU lowering: per sample, a cache-resident im2col matrix and one BLAS product ------------------------------
+def _padded_src(attrs, image: str) -> str:
+    """The shape of the zero-padded plane of array ``image`` that im2col reads from and col2im adds into."""
+    ph, pw = _geometry(attrs)[1]
+    return f"({image}.shape[2] + {2 * ph}, {image}.shape[3] + {2 * pw})"
+
+
 def _im2col_src(name, attrs):
-    """Whole batch, row by row: ``name(x, c0, col)``: col[(c*R + r)*S + s, (n*P + p)*Q + q] = x[n, c0 + c, ...] (0 in the padding)."""
+    """``name(x, n, c0, R, S, P, Q, col, xp)``: col[(c*R + r)*S + s, p*Q + q] = xp[p*sh + r*dh, q*sw + s*dw],
+    where xp is channel c0 + c of sample n copied into a zero-padded plane (``xp``'s border stays zero). One
+    sample at a time, so the matrix stays in cache for the product. Every index is a non-negative offset
+    plus a loop variable: numba checks possibly negative indices for wraparound, which stops LLVM from
+    vectorising (a 24-float copy measured 35 ns indexed as src[q + shift] with shift < 0, 2 ns like this)."""
     (sh, sw), (ph, pw), (dh, dw), _ = _geometry(attrs)
-    return f"""def {name}(x, c0, R, S, P, Q, col):
-    N, H, W = x.shape[0], x.shape[2], x.shape[3]
-    rows = col.shape[0]
-    for row in prange(rows):
-        c = row // (R * S)
-        r = (row // S) % R
-        s = row % S
-        for n in range(N):
-            for p in range(P):
-                h = p * {sh} - {ph} + r * {dh}
-                base = (n * P + p) * Q
-                if h < 0 or h >= H:
-                    for q in range(Q):
-                        col[row, base + q] = 0
-                    continue
-                for q in range(Q):
-                    w = q * {sw} - {pw} + s * {dw}
-                    col[row, base + q] = x[n, c0 + c, h, w] if 0 <= w < W else 0"""
-
-
-def _sample_im2col_src(name, attrs):
-    """One sample: ``name(x, n, c0, R, S, P, Q, col)``: col[(c*R + r)*S + s, p*Q + q] = x[n, c0 + c, ...] (0 in the padding)."""
-    (sh, sw), (ph, pw), (dh, dw), _ = _geometry(attrs)
-    return f"""def {name}(x, n, c0, R, S, P, Q, col):
+    return f"""def {name}(x, n, c0, R, S, P, Q, col, xp):
     H, W = x.shape[2], x.shape[3]
-    for crs in range(col.shape[0]):
-        c = crs // (R * S)
-        r = (crs // S) % R
-        s = crs % S
-        for p in range(P):
-            h = p * {sh} - {ph} + r * {dh}
-            base = p * Q
-            if h < 0 or h >= H:
-                for q in range(Q):
-                    col[crs, base + q] = 0
-                continue
-            for q in range(Q):
-                w = q * {sw} - {pw} + s * {dw}
-                col[crs, base + q] = x[n, c0 + c, h, w] if 0 <= w < W else 0"""
+    for c in range(col.shape[0] // (R * S)):
+        plane = x[n, c0 + c]
+        for h in range(H):
+            src = plane[h]
+            dst = xp[h + {ph}]
+            for w in range(W):
+                dst[w + {pw}] = src[w]
+        for r in range(R):
+            for s in range(S):
+                row = col[(c * R + r) * S + s]
+                for p in range(P):
+                    src = xp[p * {sh} + r * {dh}]
+                    base = p * Q
+                    for q in range(Q):
+                        row[base + q] = src[s * {dw} + q * {sw}]"""
+
+
+def _col2im_src(name, attrs):
+    """``name(dcol, out, n, c0, R, S, P, Q, gp)``: the adjoint of im2col: each column entry is added to its
+    pixel of the zero-padded plane ``gp``, whose interior then becomes channel c0 + c of sample n."""
+    (sh, sw), (ph, pw), (dh, dw), _ = _geometry(attrs)
+    return f"""def {name}(dcol, out, n, c0, R, S, P, Q, gp):
+    H, W = out.shape[2], out.shape[3]
+    for c in range(dcol.shape[0] // (R * S)):
+        gp[...] = 0
+        for r in range(R):
+            for s in range(S):
+                row = dcol[(c * R + r) * S + s]
+                for p in range(P):
+                    dst = gp[p * {sh} + r * {dh}]
+                    base = p * Q
+                    for q in range(Q):
+                        dst[s * {dw} + q * {sw}] += row[base + q]
+        plane = out[n, c0 + c]
+        for h in range(H):
+            src = gp[h + {ph}]
+            dst = plane[h]
+            for w in range(W):
+                dst[w] = src[w + {pw}]"""
 
 
 def _forward_cpu(node, name):
     groups = _geometry(node.attrs)[3]
     has_bias = len(node.inputs) == 3
-    bias = "b[k0 + k]" if has_bias else "0"
-    args = "x, w, b, out" if has_bias else "x, w, out"
-    return _sample_im2col_src(f"{name}_im2col", node.attrs) + f"""
+    epilogue = f"""
+            for k in range(Kg):
+                bias = b[k0 + k]
+                row = o3[n, k0 + k]
+                for pq in range(P * Q):
+                    row[pq] += bias""" if has_bias else ""
+    return _im2col_src(f"{name}_im2col", node.attrs) + f"""
 
 
-def {name}({args}):
+def {name}({"x, w, b, out" if has_bias else "x, w, out"}):
     N, K, P, Q = out.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     Kg = K // {groups}
     w2 = w.reshape((K, Cg * R * S))
     col = np.empty((Cg * R * S, P * Q), x.dtype)
+    xp = np.zeros({_padded_src(node.attrs, "x")}, x.dtype)
     o3 = out.reshape((N, K, P * Q))
     for g in range({groups}):
         k0 = g * Kg
         wg = np.ascontiguousarray(w2[k0:k0 + Kg])
-        res = np.empty((Kg, P * Q), x.dtype)
         for n in range(N):
-            {name}_im2col(x, n, g * Cg, R, S, P, Q, col)
-            np.dot(wg, col, res)
-            for k in range(Kg):
-                bias = {bias}
-                for pq in range(P * Q):
-                    o3[n, k0 + k, pq] = res[k, pq] + bias"""
-
-
-def _gather_gy_src(name):
-    """``name(gy, k0, dst)``: dst[k, (n*P + p)*Q + q] = gy[n, k0 + k, p, q]."""
-    return f"""def {name}(gy, k0, dst):
-    N, P, Q = gy.shape[0], gy.shape[2], gy.shape[3]
-    g3 = gy.reshape((N, gy.shape[1], P * Q))
-    for k in prange(dst.shape[0]):
-        for n in range(N):
-            for pq in range(P * Q):
-                dst[k, n * P * Q + pq] = g3[n, k0 + k, pq]"""
+            {name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)
+            np.dot(wg, col, o3[n, k0:k0 + Kg]){epilogue}"""
 
 
 def _backward_weight_cpu(node, name):
+    """Per sample: gw[group rows] += gy[n, group rows] @ im2col(x[n]).T, so nothing batch-sized is built."""
     groups = _geometry(node.attrs)[3]
-    return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _gather_gy_src(f"{name}_gather") + f"""
+    return _im2col_src(f"{name}_im2col", node.attrs) + f"""
 
 
 def {name}(x, gy, w, out):
     N, K, P, Q = gy.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     Kg = K // {groups}
-    L = N * P * Q
-    col = np.empty((Cg * R * S, L), x.dtype)
-    gyk = np.empty((Kg, L), x.dtype)
-    o2 = out.reshape((K, Cg * R * S))
-    part = np.empty((Kg, Cg * R * S), x.dtype)
+    CRS = Cg * R * S
+    col = np.empty((CRS, P * Q), x.dtype)
+    xp = np.zeros({_padded_src(node.attrs, "x")}, x.dtype)
+    part = np.empty((Kg, CRS), x.dtype)
+    g3 = gy.reshape((N, K, P * Q))
+    o2 = out.reshape((K, CRS))
+    o2[...] = 0
     for g in range({groups}):
-        {name}_im2col(x, g * Cg, R, S, P, Q, col)
-        {name}_gather(gy, g * Kg, gyk)
-        np.dot(gyk, col.T, part)
-        o2[g * Kg:(g + 1) * Kg] = part"""
+        k0 = g * Kg
+        for n in range(N):
+            {name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)
+            np.dot(g3[n, k0:k0 + Kg], col.T, part)
+            for k in range(Kg):
+                dst = o2[k0 + k]
+                src = part[k]
+                for j in range(CRS):
+                    dst[j] += src[j]"""
 
 
 def _backward_input_cpu(node, name, params="gy, w, x, out"):
-    (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
-    return _gather_gy_src(f"{name}_gather") + f"""
+    """Per sample: the column gradient w[group].T @ gy[n, group], added back to the pixels it came from."""
+    groups = _geometry(node.attrs)[3]
+    return _col2im_src(f"{name}_col2im", node.attrs) + f"""
 
 
 def {name}({params}):
     N, K, P, Q = gy.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
-    H, W = out.shape[2], out.shape[3]
     Kg = K // {groups}
-    L = N * P * Q
     w2 = w.reshape((K, Cg * R * S))
-    gyk = np.empty((Kg, L), gy.dtype)
-    dcol = np.empty((Cg * R * S, L), gy.dtype)
-    out[...] = 0
+    dcol = np.empty((Cg * R * S, P * Q), gy.dtype)
+    gp = np.empty({_padded_src(node.attrs, "out")}, gy.dtype)
+    g3 = gy.reshape((N, K, P * Q))
     for g in range({groups}):
-        {name}_gather(gy, g * Kg, gyk)
-        np.dot(np.ascontiguousarray(w2[g * Kg:(g + 1) * Kg].T), gyk, dcol)
-        for c in prange(Cg):  # each c owns its output channel: no write races
-            for r in range(R):
-                for s in range(S):
-                    row = (c * R + r) * S + s
-                    for n in range(N):
-                        for p in range(P):
-                            h = p * {sh} - {ph} + r * {dh}
-                            if h < 0 or h >= H:
-                                continue
-                            base = (n * P + p) * Q
-                            for q in range(Q):
-                                wc = q * {sw} - {pw} + s * {dw}
-                                if 0 <= wc < W:
-                                    out[n, g * Cg + c, h, wc] += dcol[row, base + q]"""
+        k0 = g * Kg
+        wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)
+        for n in range(N):
+            np.dot(wt, g3[n, k0:k0 + Kg], dcol)
+            {name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp)"""
 
 
 def _flops(node, sizes):
