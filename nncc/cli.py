@@ -28,6 +28,7 @@ MODEL is file.py:ClassName (an nncc.nn.Module), a .toml spec file or an .onnx fi
   nncc run examples/lenet.toml images.npy --weights lenet.npz -o logits.npy
   nncc compile examples/lenet.toml -o lenet_pkg --weights lenet.npz
   nncc dump examples/lenet.toml --stage all
+  nncc compile lenet.onnx -o lenet_pkg      (an ONNX file's weights and input shape come with it)
   nncc dump examples/lenet.toml --stage fused --format dot | dot -Tsvg > lenet.svg
   nncc --debug 1 dump examples/lenet.py:LeNet --input-shape 1,28,28 --kind train --stats
 """

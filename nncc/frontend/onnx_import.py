@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import NNCCError, ShapeError, UnsupportedError
 from ..ir.types import TensorType, broadcast_shapes
 from .nn.module import Module, Parameter
-from .tracing import Tensor, active_trace, label, to_value
+from .tracing import Tensor, active_trace, apply, label, to_value
 
 #: ONNX TensorProto element types nncc compiles, by their TensorProto number.
 ONNX_DTYPES = {1: "f32", 11: "f64", 7: "i64", 6: "i32", 9: "bool"}
@@ -142,11 +142,18 @@ class Static:
         a, b = self.values
         return a.shape != b.shape or not np.array_equal(a, b)
 
-    def array(self, what: str) -> np.ndarray:
-        """The value, which must not depend on the batch size."""
-        if self.depends_on_batch:
+    def data(self, what: str):
+        """The value as data. A batch-dependent one is supported when it is one value filling a shape that holds
+        the batch size (ConstantOfShape of a Shape, as ``torch.zeros(x.size(0), 3)`` exports): a traced
+        broadcast of that value."""
+        if not self.depends_on_batch:
+            return self.values[0]
+        first, second = self.values
+        fill = first.reshape(-1)[:1]
+        if not fill.size or not (first == fill).all() or not (second == fill).all():
             raise UnsupportedError(f"{what} depends on the batch size at run time")
-        return self.values[0]
+        shape = Static(np.array(first.shape), np.array(second.shape)).dims(f"the shape of {what}")
+        return apply("broadcast_to", [Tensor(to_value(fill.reshape(())))], {"shape": shape})
 
     def dims(self, what: str) -> list:
         """A 1-D int value as a shape: entries equal to the batch size become the symbol ``N``."""
@@ -269,6 +276,7 @@ class OnnxModel(Module):
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
         if not self.opset:
             raise OnnxError(f"{where}: the model imports no version of the default ONNX operator set")
+        _check_opset(self.opset, where)
         constants = dict(constants or {})
         unknown = sorted(set(constants) - {v.name for v in graph.input})
         if unknown:
@@ -366,26 +374,50 @@ class OnnxModel(Module):
         return f"{self.where!r}, opset={self.opset}, inputs={self.input_names}, outputs={self.output_names}"
 
 
+def _check_opset(opset: int, where: str) -> None:
+    """Opsets newer than the installed onnx package's are refused: neither the handlers nor ONNX's reference
+    implementation (which folds the constant subgraphs) know what their operators mean."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise UnsupportedError(f"{where}: the model uses ONNX opset {opset}; the installed onnx package "
+                               f"({onnx.__version__}) knows opsets up to {newest}")
+
+
 def _evaluate(node: OnnxNode, inputs: list, opset: int) -> list:
     """Run a node on known inputs with ONNX's reference implementation, for each stand-in batch size."""
     from onnx.reference import ReferenceEvaluator
 
+    outputs = [name for name in node.outputs if name]
     try:
-        evaluator = ReferenceEvaluator(node.proto, opsets={"": opset})
+        evaluator = ReferenceEvaluator(_single_node_model(node, opset))
         runs = []
         for i in range(2 if any(v.depends_on_batch for v in inputs if v is not None) else 1):
             feeds = {name: v.values[i] for name, v in zip(node.inputs, inputs) if name}
-            runs.append(evaluator.run(None, feeds))
+            runs.append(dict(zip(outputs, evaluator.run(None, feeds))))
     except Exception as e:  # the reference raises many types on bad models
         raise OnnxError(f"node {node.name!r} ({node.op}): cannot evaluate its constant inputs "
                         f"({type(e).__name__}: {e})") from None
-    return [Static(*(run[k] for run in runs)) for k in range(len(node.outputs))]
+    return [Static(*(run[name] for run in runs)) if name else None for name in node.outputs]
+
+
+def _single_node_model(node: OnnxNode, opset: int):
+    """The node alone in a model of the importing model's opset: given a bare NodeProto, the reference evaluator
+    would run the newest version of the operator (Unsqueeze-13 reads its axes from an input, Unsqueeze-11 from an
+    attribute)."""
+    from onnx import helper
+
+    names = list(dict.fromkeys(name for name in node.inputs if name))  # a graph declares each input once
+    graph = helper.make_graph([node.proto], "fold", [helper.make_empty_tensor_value_info(n) for n in names],
+                              [helper.make_empty_tensor_value_info(n) for n in node.outputs if n])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def _result(value, name: str):
     """A graph output as the tracer wants it: a traced tensor (or an array in eager mode)."""
     if isinstance(value, Static):
-        value = value.array(f"graph output {name!r}")
+        value = value.data(f"graph output {name!r}")
     if active_trace() is not None and not isinstance(value, Tensor):
         try:
             return Tensor(to_value(value))

@@ -53,7 +53,7 @@ class NodeContext:
         if not self.has(i):
             raise OnnxError(f"{self.model.where}: {self.node.op} node {self.node.name!r} lacks its input {i}")
         v = self.inputs[i]
-        return v.array(f"input {i} of node {self.node.name!r}") if isinstance(v, Static) else v
+        return v.data(f"input {i} of node {self.node.name!r}") if isinstance(v, Static) else v
 
     def static(self, i: int) -> np.ndarray:
         """Input ``i``, which must be known while tracing (a constant, an initializer or a shape)."""
@@ -845,19 +845,35 @@ def _log_sum_exp(x, axes, keep):
     return y if keep else _reshape(y, [d for a, d in enumerate(shape_of(x)) if a not in axes])
 
 
+def _reduce_min(x, axes, keep):
+    return apply("neg", [_reduce("max", apply("neg", [x]), axes, keep)])
+
+
+def _also_bool(make):
+    """``make`` extended to bool input (ReduceMax is any, ReduceMin all): nncc's reductions are float-only, so
+    the flags are reduced as 0.0 and 1.0; an empty set gives -inf (False) or +inf (True), as ONNX wants."""
+    def run(x, axes, keep):
+        if _dtype(x) != "bool":
+            return make(x, axes, keep)
+        y = make(_cast(x, "f32"), axes, keep)
+        return apply("greater", [y, _k(0, y)])
+
+    return run
+
+
 _REDUCE_ATTRS = ("axes", "keepdims", "noop_with_empty_axes")
-for _onnx, _make in [
-        ("ReduceSum", lambda x, axes, keep: _reduce("sum", x, axes, keep)),
-        ("ReduceMean", lambda x, axes, keep: _reduce("mean", x, axes, keep)),
-        ("ReduceMax", lambda x, axes, keep: _reduce("max", x, axes, keep)),
-        ("ReduceMin", lambda x, axes, keep: apply("neg", [_reduce("max", apply("neg", [x]), axes, keep)])),
-        ("ReduceProd", lambda x, axes, keep: _reduce("prod", x, axes, keep)),
-        ("ReduceL1", lambda x, axes, keep: _reduce("sum", apply("abs", [x]), axes, keep)),
-        ("ReduceL2", lambda x, axes, keep: apply("sqrt", [_square_sum(x, axes, keep)])),
-        ("ReduceSumSquare", _square_sum),
-        ("ReduceLogSum", lambda x, axes, keep: apply("log", [_reduce("sum", x, axes, keep)])),
-        ("ReduceLogSumExp", _log_sum_exp)]:
-    handler(_onnx, attrs=_REDUCE_ATTRS, dtypes=FLOAT)(_reduction(_make))
+for _onnx, _make, _types in [
+        ("ReduceSum", lambda x, axes, keep: _reduce("sum", x, axes, keep), FLOAT),
+        ("ReduceMean", lambda x, axes, keep: _reduce("mean", x, axes, keep), FLOAT),
+        ("ReduceMax", _also_bool(lambda x, axes, keep: _reduce("max", x, axes, keep)), FLOAT + BOOL),
+        ("ReduceMin", _also_bool(_reduce_min), FLOAT + BOOL),
+        ("ReduceProd", lambda x, axes, keep: _reduce("prod", x, axes, keep), FLOAT),
+        ("ReduceL1", lambda x, axes, keep: _reduce("sum", apply("abs", [x]), axes, keep), FLOAT),
+        ("ReduceL2", lambda x, axes, keep: apply("sqrt", [_square_sum(x, axes, keep)]), FLOAT),
+        ("ReduceSumSquare", _square_sum, FLOAT),
+        ("ReduceLogSum", lambda x, axes, keep: apply("log", [_reduce("sum", x, axes, keep)]), FLOAT),
+        ("ReduceLogSumExp", _log_sum_exp, FLOAT)]:
+    handler(_onnx, attrs=_REDUCE_ATTRS, dtypes=_types)(_reduction(_make))
 
 
 def _arg(op: str):

@@ -71,19 +71,26 @@ def _reduce_cpu(kind):
         keep = node.attrs.get("keepdims", False)
         out_idx = [f"i{a}" if a in kept else "0" for a in range(rank)] if keep else [f"i{a}" for a in kept]
         lines = [f"def {name}(x, out):"]
+        trailing = next((t for t in range(rank, 0, -1) if all(a in axes for a in range(rank - t, rank))), 0)
+        if trailing > 1:  # reduced trailing axes are one contiguous run: one long loop that vectorises
+            lines.append(f"    v = x.reshape(x.shape[:{rank - trailing}] + (-1,))")
+            axes = [a for a in axes if a < rank - trailing] + [rank - trailing]
+            rank -= trailing - 1
+        else:
+            lines.append("    v = x")
         depth = 1
         for n, a in enumerate(kept):
-            lines.append("    " * depth + f"for i{a} in {'prange' if n == 0 else 'range'}(x.shape[{a}]):")
+            lines.append("    " * depth + f"for i{a} in {'prange' if n == 0 else 'range'}(v.shape[{a}]):")
             depth += 1
         lines.append("    " * depth + f"acc = {_INIT[kind]}")
         for a in axes:
-            lines.append("    " * depth + f"for i{a} in range(x.shape[{a}]):")
+            lines.append("    " * depth + f"for i{a} in range(v.shape[{a}]):")
             depth += 1
-        lines.append("    " * depth + _STEP[kind].format(v=f"x[{', '.join(f'i{a}' for a in range(rank))}]"))
+        lines.append("    " * depth + _STEP[kind].format(v=f"v[{', '.join(f'i{a}' for a in range(rank))}]"))
         depth -= len(axes)
         result = "acc"
         if kind == "mean":
-            result = "acc / (" + " * ".join(f"x.shape[{a}]" for a in axes) + ")"
+            result = "acc / (" + " * ".join(f"v.shape[{a}]" for a in axes) + ")"
         lines.append("    " * depth + f"out[{', '.join(out_idx) if out_idx else '()'}] = {result}")
         return "\n".join(lines)
 
@@ -134,7 +141,7 @@ def _max_ref(x, axis, keepdims):
 
 for _kind, _fn, _vjp in [("sum", np.sum, _sum_vjp), ("mean", np.mean, _mean_vjp), ("max", _max_ref, _max_vjp)]:
     register(OpDef(_kind, "kernel", _reduce_infer, _ref(_fn), vjp=_vjp,
-                   lower={"cpu": _reduce_cpu(_kind), "cuda": _reduce_cuda(_kind)}))
+                   lower={"cpu": _reduce_cpu(_kind), "cuda": _reduce_cuda(_kind)}, reassociate=True))
 
 
 def _prod_vjp(b, node, grads, needs):  # g * y / x: exact for non-zero inputs

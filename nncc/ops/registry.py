@@ -32,6 +32,9 @@ class OpDef:
     lower: dict[str, Callable] = field(default_factory=dict)  # kernel: target -> (node, fn name) -> source
     inplace: dict[int, int] = field(default_factory=dict)  # output index -> input index whose buffer it reuses
     flops: Optional[Callable[[Any, dict], int]] = None  # (node, symbol sizes) -> FLOP count, for --stats
+    # kernel: its CPU loops may sum in any order (LLVM then vectorises the reductions), as BLAS and numpy's
+    # pairwise sums do; results move by rounding only
+    reassociate: bool = False
 
     def infer_types(self, node) -> list[TensorType]:
         """Run the shape rule; ShapeError messages gain the node's description."""

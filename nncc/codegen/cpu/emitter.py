@@ -22,7 +22,7 @@ from ..emitted import Emitted
 from ..naming import comment_text
 
 _NP_NAMES = {"f32": "np.float32", "f64": "np.float64", "i64": "np.int64", "i32": "np.int32", "bool": "np.bool_"}
-_JIT = '@njit(cache=True, error_model="numpy"{parallel})'
+_JIT = '@njit(cache=True, error_model="numpy"{flags})'
 
 
 class _Consts:
@@ -39,11 +39,12 @@ class _Consts:
         return _NP_NAMES[dtype]
 
 
-def _decorate(function_source: str, parallel: bool) -> str:
+def _decorate(function_source: str, parallel: bool, reassociate: bool = False) -> str:
     # prange is a plain range unless parallel: on 2 cores numba's thread pool fights BLAS's threads and
     # costs ~1 s of compile time per kernel, for little gain on small models
-    flag = ", parallel=True" if parallel and "prange(" in function_source else ""
-    return _JIT.format(parallel=flag) + "\n" + function_source
+    flags = ", parallel=True" if parallel and "prange(" in function_source else ""
+    flags += ', fastmath={"reassoc"}' if reassociate else ""
+    return _JIT.format(flags=flags) + "\n" + function_source
 
 
 def describe_node(node: Node, names: dict[Value, str]) -> str:
@@ -94,7 +95,7 @@ class CpuEmitter:
             "from numba import njit, prange",
             "",
         ]
-        driver = [_JIT.format(parallel=""), f"def run({', '.join(args + const_args)}):"] + self.lines
+        driver = [_JIT.format(flags=""), f"def run({', '.join(args + const_args)}):"] + self.lines
         source = "\n".join(header + ["", "\n\n\n".join(self.functions), "", ""] + driver) + "\n"
         return Emitted(source, "run", self.constants, len(self.by_source), self.memory, self._batch_source())
 
@@ -149,12 +150,13 @@ class CpuEmitter:
             return
         self.lines.append(f"    {self.var[v]} = np.empty({self._shape_expr(v.type)}, {_NP_NAMES[v.dtype]})")
 
-    def _function(self, source_with_placeholder: str) -> str:
+    def _function(self, source_with_placeholder: str, reassociate: bool = False) -> str:
         """Register a kernel function (deduplicated by source) and return its name."""
         if source_with_placeholder not in self.by_source:
             name = f"k{len(self.by_source)}"
             src = source_with_placeholder.replace("KERNEL", name)
-            self.functions.append("\n".join(_decorate(part, self.parallel) for part in re.split(r"(?m)^(?=def )", src) if part))
+            self.functions.append("\n".join(_decorate(part, self.parallel, reassociate)
+                                            for part in re.split(r"(?m)^(?=def )", src) if part))
             self.by_source[source_with_placeholder] = name
         return self.by_source[source_with_placeholder]
 
@@ -180,7 +182,7 @@ class CpuEmitter:
             call_args = [self.var[v] for v in kernel.inputs + kernel.outputs]
         else:
             op = get_op(node.op)
-            name = self._function(op.lower["cpu"](node, "KERNEL"))
+            name = self._function(op.lower["cpu"](node, "KERNEL"), op.reassociate)
             for i, out in enumerate(node.outputs):
                 src = op.inplace.get(i)
                 donor = node.inputs[src] if src is not None else None
