@@ -9,6 +9,7 @@ once per (c, r, s) tap, not per element. See BENCHMARKS.md for the A/B against b
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ..errors import ShapeError
@@ -198,15 +199,36 @@ def _col2im_src(name, attrs):
                 dst[w] = src[w + {pw}]"""
 
 
+# The batch is cut into one chunk of samples per thread (prange: parallel when compiled with parallel=True);
+# each chunk has its own scratch matrices. The per-sample BLAS products are small enough that OpenBLAS runs
+# each on the calling thread, so the chunks do not fight over BLAS's threads.
+# numba's get_num_threads() inside a kernel would make it uncacheable (a ctypes global): the chunk count is
+# fixed when the source is generated, so it is part of the cache key
+_THREADS = f"    T = max(1, min(N, {numba.config.NUMBA_NUM_THREADS}))  # chunks of the batch\n"
+_CHUNKS = """    for g in range({groups}):
+        k0 = g * Kg
+{per_group}        for t in prange(T):
+{scratch}
+            for n in range(t * N // T, (t + 1) * N // T):
+{per_sample}"""
+
+
+def _chunked(groups: int, per_group: str, scratch: str, per_sample: str) -> str:
+    indent = lambda text, pad: "".join(pad + line + "\n" for line in text.strip("\n").split("\n")) if text else ""
+    return _CHUNKS.format(groups=groups, per_group=indent(per_group, "        "),
+                          scratch=indent(scratch, "            ").rstrip("\n"),
+                          per_sample=indent(per_sample, "                ").rstrip("\n"))
+
+
 def _forward_cpu(node, name):
     groups = _geometry(node.attrs)[3]
     has_bias = len(node.inputs) == 3
-    epilogue = f"""
-            for k in range(Kg):
-                bias = b[k0 + k]
-                row = o3[n, k0 + k]
-                for pq in range(P * Q):
-                    row[pq] += bias""" if has_bias else ""
+    bias = """
+for k in range(Kg):
+    bias = b[k0 + k]
+    row = o3[n, k0 + k]
+    for pq in range(P * Q):
+        row[pq] += bias""" if has_bias else ""
     return _im2col_src(f"{name}_im2col", node.attrs) + f"""
 
 
@@ -215,19 +237,15 @@ def {name}({"x, w, b, out" if has_bias else "x, w, out"}):
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     Kg = K // {groups}
     w2 = w.reshape((K, Cg * R * S))
-    col = np.empty((Cg * R * S, P * Q), x.dtype)
-    xp = np.zeros({_padded_src(node.attrs, "x")}, x.dtype)
     o3 = out.reshape((N, K, P * Q))
-    for g in range({groups}):
-        k0 = g * Kg
-        wg = np.ascontiguousarray(w2[k0:k0 + Kg])
-        for n in range(N):
-            {name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)
-            np.dot(wg, col, o3[n, k0:k0 + Kg]){epilogue}"""
+""" + _THREADS + _chunked(groups, "wg = np.ascontiguousarray(w2[k0:k0 + Kg])",
+               f"col = np.empty((Cg * R * S, P * Q), x.dtype)\nxp = np.zeros({_padded_src(node.attrs, 'x')}, x.dtype)",
+               f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)\nnp.dot(wg, col, o3[n, k0:k0 + Kg])" + bias)
 
 
 def _backward_weight_cpu(node, name):
-    """Per sample: gw[group rows] += gy[n, group rows] @ im2col(x[n]).T, so nothing batch-sized is built."""
+    """Per sample: gw[group rows] += gy[n, group rows] @ im2col(x[n]).T into the chunk's own partial sum, so
+    nothing batch-sized is built; the partial sums are added up at the end."""
     groups = _geometry(node.attrs)[3]
     return _im2col_src(f"{name}_im2col", node.attrs) + f"""
 
@@ -237,22 +255,22 @@ def {name}(x, gy, w, out):
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     Kg = K // {groups}
     CRS = Cg * R * S
-    col = np.empty((CRS, P * Q), x.dtype)
-    xp = np.zeros({_padded_src(node.attrs, "x")}, x.dtype)
-    part = np.empty((Kg, CRS), x.dtype)
     g3 = gy.reshape((N, K, P * Q))
+""" + _THREADS + """    partial = np.zeros((T, K, CRS), x.dtype)
+""" + _chunked(groups, "", f"""col = np.empty((CRS, P * Q), x.dtype)
+xp = np.zeros({_padded_src(node.attrs, 'x')}, x.dtype)
+part = np.empty((Kg, CRS), x.dtype)
+acc = partial[t]""", f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)
+np.dot(g3[n, k0:k0 + Kg], col.T, part)
+for k in range(Kg):
+    dst = acc[k0 + k]
+    src = part[k]
+    for j in range(CRS):
+        dst[j] += src[j]""") + """
     o2 = out.reshape((K, CRS))
     o2[...] = 0
-    for g in range({groups}):
-        k0 = g * Kg
-        for n in range(N):
-            {name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)
-            np.dot(g3[n, k0:k0 + Kg], col.T, part)
-            for k in range(Kg):
-                dst = o2[k0 + k]
-                src = part[k]
-                for j in range(CRS):
-                    dst[j] += src[j]"""
+    for t in range(T):
+        o2 += partial[t]"""
 
 
 def _backward_input_cpu(node, name, params="gy, w, x, out"):
@@ -266,15 +284,10 @@ def {name}({params}):
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     Kg = K // {groups}
     w2 = w.reshape((K, Cg * R * S))
-    dcol = np.empty((Cg * R * S, P * Q), gy.dtype)
-    gp = np.empty({_padded_src(node.attrs, "out")}, gy.dtype)
     g3 = gy.reshape((N, K, P * Q))
-    for g in range({groups}):
-        k0 = g * Kg
-        wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)
-        for n in range(N):
-            np.dot(wt, g3[n, k0:k0 + Kg], dcol)
-            {name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp)"""
+""" + _THREADS + _chunked(groups, "wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)",
+               f"dcol = np.empty((Cg * R * S, P * Q), gy.dtype)\ngp = np.empty({_padded_src(node.attrs, 'out')}, gy.dtype)",
+               f"np.dot(wt, g3[n, k0:k0 + Kg], dcol)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp)")
 
 
 def _flops(node, sizes):
