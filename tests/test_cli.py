@@ -124,6 +124,38 @@ def test_compile_writes_a_package_with_the_given_weights(tmp_path):
             np.testing.assert_array_equal(written[name], value)
 
 
+def _torch_onnx(path: Path) -> None:
+    """A small PyTorch model exported to ONNX with a dynamic batch axis (Conv, Relu, Flatten, Gemm)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(2 * 4 * 4, 3)).eval()
+    torch.onnx.export(model, (torch.zeros(2, 1, 6, 6),), str(path), dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+
+
+def test_an_onnx_file_dumps_and_compiles_to_a_package_that_runs(tmp_path):
+    import onnxruntime as ort
+
+    path = tmp_path / "small.onnx"
+    _torch_onnx(path)
+    dump = nncc_cli("dump", str(path))  # the input shape comes from the file
+    assert dump.returncode == 0, dump.stderr
+    assert "f32[N,1,6,6]" in dump.stdout and "conv2d" in dump.stdout and "matmul" in dump.stdout
+    out = nncc_cli("compile", str(path), "-o", str(tmp_path / "pkg" / "small_pkg"))
+    assert out.returncode == 0, out.stderr
+    x = np.random.default_rng(0).standard_normal((3, 1, 6, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run = subprocess.run([sys.executable, "-c", "import sys, numpy as np, small_pkg; "
+                          "np.save(sys.argv[2], small_pkg.forward(np.load(sys.argv[1])))",
+                          str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                         cwd=tmp_path / "pkg", capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)
+
+
 def _write_idx(path: Path, array: np.ndarray) -> None:
     header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     path.write_bytes(header + array.astype(np.uint8).tobytes())
@@ -170,7 +202,20 @@ BAD = [
     (["run", SPEC, "{tmp}/missing.npy"], "cannot read the input {tmp}/missing.npy: No such file"),
     (["run", SPEC, "{tmp}/x64.npy"], "input 'x': expected dtype float32"),
     (["compile", SPEC, "-o", "{tmp}/lenet-pkg"], "must be a Python identifier"),
+    (["dump", "{tmp}/garbage.onnx"], "garbage.onnx: not an ONNX model"),
+    (["dump", "{tmp}/topk.onnx"], "unsupported ONNX operator: TopK (node 'top')"),
 ]
+
+
+def _write_topk_onnx(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = numpy_helper.from_array(np.array([1], np.int64), "k")
+    graph = helper.make_graph([helper.make_node("TopK", ["x", "k"], ["v", "i"], name="top")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["N", 1])], [k])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
 @pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a[:2]) + f" [{i}]" for i, (a, _) in enumerate(BAD)])
@@ -179,6 +224,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, monkeypatch, args, mes
     np.save(tmp_path / "x64.npy", np.zeros((1, 1, 28, 28)))
     np.savez(tmp_path / "partial.npz", **{k: v for k, v in LeNet().state_dict().items() if k != "fc3.bias"})
     (tmp_path / "broken.py").write_text("def oops(\n")
+    (tmp_path / "garbage.onnx").write_bytes(b"not an ONNX file\n" * 8)
+    _write_topk_onnx(tmp_path / "topk.onnx")
     status, _, err = in_process(capsys, monkeypatch, *(a.format(tmp=tmp_path) for a in args))
     assert status == 2, err
     assert message.format(tmp=tmp_path) in err and len(err.strip().splitlines()) == 1, err

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as TF
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import nncc
 from nncc import nn
@@ -199,3 +199,104 @@ def test_constants_bind_inputs_nncc_must_know():
     fwd = nncc.compile(nncc.onnx.load(proto, constants={"shape": np.array([3, -1])}))
     x = np.arange(12, dtype=np.float32).reshape(2, 6)
     np.testing.assert_array_equal(fwd(x), x.reshape(3, 4))
+
+
+class Opset11Net(torch.nn.Module):
+    """Ops whose ONNX form changed after opset 11 (Clip, Split, ReduceMean, Unsqueeze, Squeeze, LogSoftmax on a
+    non-last axis) and the Shape -> Reshape subgraph of x.view(x.size(0), -1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(3 * 3 * 3, 5)
+
+    def forward(self, x):
+        y = torch.clamp(torch.relu(self.bn(self.conv(x))), 0.0, 6.0)
+        gate, rest = y.split([1, 3], dim=1)
+        y = TF.max_pool2d(rest * torch.sigmoid(gate.mean(dim=(2, 3), keepdim=True)), 2)
+        y = self.fc(y.view(y.size(0), -1))
+        return torch.log_softmax(y.unsqueeze(2), dim=1).squeeze(2)
+
+
+def test_a_torch_export_at_opset_11_matches_onnxruntime(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "opset11.onnx"
+    torch.onnx.export(Opset11Net().eval(), (torch.zeros(2, 1, 6, 6),), str(path), dynamo=False, opset_version=11,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+                      do_constant_folding=False)
+    proto = onnx.load(str(path))
+    assert [o.version for o in proto.opset_import if o.domain == ""] == [11]
+    assert any(n.op_type == "Unsqueeze" and n.attribute for n in proto.graph.node)  # axes as an attribute
+    fwd = nncc.compile(str(path))
+    for n in (1, 3):
+        x = batch((1, 6, 6), n, seed=n)[0]
+        np.testing.assert_allclose(fwd(x), onnxruntime(path, x), rtol=1e-4, atol=1e-5)
+
+
+def _newest_opset_model() -> onnx.ModelProto:
+    """x [N, 4, 6] through the forms of the newest opsets: axes as inputs (ReduceMean, Pad, Unsqueeze, Squeeze),
+    Split's num_outputs, Gelu (opset 20)."""
+    ints = [numpy_helper.from_array(np.array(v, np.int64), name) for name, v in
+            [("axes2", [2]), ("axes1", [1]), ("pads", [1, 2])]]
+    node = helper.make_node
+    graph = helper.make_graph(
+        [node("ReduceMean", ["x", "axes2"], ["mean"]), node("Sub", ["x", "mean"], ["centered"]),
+         node("Split", ["centered"], ["a", "b"], axis=1, num_outputs=2),
+         node("Pad", ["a", "pads", "", "axes2"], ["padded"]), node("Softmax", ["padded"], ["soft"], axis=1),
+         node("Flatten", ["soft"], ["y"]), node("Gelu", ["b"], ["g"]), node("Unsqueeze", ["g", "axes1"], ["u"]),
+         node("Squeeze", ["u", "axes1"], ["s"]), node("ReduceSum", ["s", "axes2"], ["z"], keepdims=0)],
+        "newest", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 18]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 2])], ints)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", onnx.defs.onnx_opset_version())])
+
+
+def test_a_model_at_the_newest_opset_matches_onnx_reference():
+    """ONNX Runtime may not know the newest opset yet: ONNX's reference implementation is the judge."""
+    from onnx.reference import ReferenceEvaluator
+
+    proto = _newest_opset_model()
+    onnx.checker.check_model(proto, full_check=True)
+    fwd = nncc.compile(nncc.onnx.load(proto))
+    x = np.random.default_rng(0).standard_normal((3, 4, 6)).astype(np.float32)
+    for have, want in zip(fwd(x), ReferenceEvaluator(proto).run(None, {"x": x})):
+        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_opset_newer_than_onnx_knows_is_unsupported():
+    proto = model_of(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+                                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])]))
+    proto.opset_import[0].version = onnx.defs.onnx_opset_version() + 1
+    with pytest.raises(nncc.UnsupportedError, match=f"opset {onnx.defs.onnx_opset_version() + 1}; the installed"):
+        nncc.onnx.load(proto)
+
+
+def _filled_like_x(extra_nodes=(), extra_outputs=()) -> onnx.ModelProto:
+    """y = x * ConstantOfShape(Shape(x), 2.0) and z = that fill itself, x [batch, 4]."""
+    two = helper.make_tensor("two", TensorProto.FLOAT, [1], [2.0])
+    graph = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("ConstantOfShape", ["s"], ["z"], value=two),
+         helper.make_node("Mul", ["x", "z"], ["y"]), *extra_nodes], "fill",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 4]) for name in ("y", "z")]
+        + list(extra_outputs))
+    return model_of(graph)
+
+
+def test_a_fill_whose_shape_holds_the_batch_size_is_traced():
+    proto = _filled_like_x()
+    fwd = nncc.compile(nncc.onnx.load(proto))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for n in (1, 3):
+        x = batch((4,), n, seed=n)[0]
+        for have, want in zip(fwd(x), session.run(None, {"x": x})):
+            np.testing.assert_allclose(have, want, rtol=1e-6)
+
+
+def test_other_batch_dependent_values_are_unsupported():
+    proto = _filled_like_x([helper.make_node("Cast", ["s"], ["sizes"], to=TensorProto.FLOAT)],
+                           [helper.make_tensor_value_info("sizes", TensorProto.FLOAT, [2])])
+    with pytest.raises(nncc.UnsupportedError, match="graph output 'sizes' depends on the batch size at run time"):
+        nncc.compile(nncc.onnx.load(proto))
