@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import gzip
 import math
+import queue
 import shutil
+import threading
 import urllib.error
 import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -153,10 +155,58 @@ def _load_split(images_path: Path, labels_path: Path, normalize: bool) -> Datase
     return Dataset(x, labels.astype(np.int64))
 
 
+def prefetch(items: Iterable[Any], depth: int = 1, stage: Optional[Callable[[Any], Any]] = None) -> Iterator[Any]:
+    """Iterate ``items`` on a background thread, ``depth`` items (and one in hand) ahead of the consumer,
+    passing each through ``stage`` there (e.g. a copy to the GPU); the order is unchanged and the producer's
+    errors are raised in the consumer. Closing the iterator stops the thread.
+
+    Example: ``for x, y in prefetch(loader.batches(0), stage=lambda b: b): train(x, y)``.
+    """
+    if depth < 1:
+        raise ValueError(f"prefetch depth must be positive, got {depth}")
+    ready: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def offer(entry) -> bool:  # False once the consumer is gone
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((True, stage(item) if stage else item)):
+                    return
+            offer((False, None))
+        except BaseException as e:  # handed to the consumer, which re-raises it with its traceback
+            offer((False, e))
+
+    thread = threading.Thread(target=produce, name="nncc-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = ready.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 class DataLoader:
     """Batches ``(x, y)`` of a Dataset: seeded shuffle (a new order every epoch), optional drop_last and transform.
 
-    The last partial batch is kept by default: compiled modules serve any batch size. Example::
+    The last partial batch is kept by default: compiled modules serve any batch size. ``prefetch=n`` prepares
+    up to n batches ahead on a background thread (gathering, transform, and ``stage``, e.g. a copy to the GPU,
+    whose results the loader then yields) while the caller works on the current one; the batches and their
+    order are the same as without it. Example::
 
         loader = DataLoader(train, batch_size=64, shuffle=True, seed=0)
         for epoch in range(3):
@@ -165,11 +215,15 @@ class DataLoader:
     """
 
     def __init__(self, dataset: Dataset, batch_size: int = 64, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False, transform: Optional[Callable[[np.ndarray], np.ndarray]] = None):
+                 drop_last: bool = False, transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                 prefetch: int = 0, stage: Optional[Callable[[tuple[np.ndarray, np.ndarray]], Any]] = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be 0 (off) or a positive number of batches, got {prefetch}")
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.seed, self.drop_last, self.transform = seed, drop_last, transform
+        self.prefetch, self.stage = prefetch, stage
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -185,14 +239,22 @@ class DataLoader:
         n = len(self.dataset)
         return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
 
-    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Batches of ``epoch`` from batch index ``start`` on (a resumed epoch skips those already done)."""
+    def batches(self, epoch: int, start: int = 0) -> Iterator[Any]:
+        """Batches of ``epoch`` from batch index ``start`` on (a resumed epoch skips those already done), each
+        passed through ``stage`` when there is one."""
+        gathered = self._gather(epoch, start)
+        if self.prefetch:
+            yield from prefetch(gathered, self.prefetch, self.stage)  # closing this generator stops the thread
+        else:
+            yield from map(self.stage, gathered) if self.stage else gathered
+
+    def _gather(self, epoch: int, start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         order = self.order(epoch)
         for b in range(start, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x = self.dataset.images[idx]
             yield (self.transform(x) if self.transform else x), self.dataset.labels[idx]
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def __iter__(self) -> Iterator[Any]:
         yield from self.batches(self.epoch)
         self.epoch += 1

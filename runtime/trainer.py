@@ -33,12 +33,14 @@ class Trainer:
     rate, schedule, shuffle seed and dropout seed all come from the checkpoint. ``schedule`` (e.g.
     ``optim.StepLR(step, 2)``) is stepped after every epoch. ``max_steps`` stops ``fit`` after that many steps
     (a planned interruption, as if the process were killed: no checkpoint is written at that point).
+    ``prefetch`` batches are prepared ahead on a background thread while a step runs (gathered and, for a CUDA
+    step, copied to the device); 0 turns it off. It changes neither the batches nor their order.
     """
 
     def __init__(self, step, train: Dataset, test: Optional[Dataset] = None, batch_size: int = 64, epochs: int = 1,
                  shuffle: bool = True, seed: int = 0, checkpoint=None, checkpoint_every: Optional[int] = None,
                  resume=None, schedule=None, progress: bool = True, log: Callable[[str], None] = print,
-                 max_steps: Optional[int] = None):
+                 max_steps: Optional[int] = None, prefetch: int = 1):
         if len(train) == 0:
             raise DataError("the training set is empty")
         if test is not None and len(test) == 0:
@@ -46,8 +48,9 @@ class Trainer:
         if checkpoint_every is not None and (checkpoint is None or checkpoint_every < 1):
             raise ValueError(f"checkpoint_every={checkpoint_every} needs checkpoint=<path> and a positive count")
         self.step, self.train, self.test = step, train, test
-        self.loader = DataLoader(train, batch_size, shuffle=shuffle, seed=seed)
-        self.batch_size, self.epochs, self.seed, self.shuffle = batch_size, epochs, seed, shuffle
+        self.batch_size, self.prefetch = batch_size, prefetch
+        self.loader = self._loader(train, shuffle=shuffle, seed=seed)
+        self.epochs, self.seed, self.shuffle = epochs, seed, shuffle
         self.checkpoint, self.checkpoint_every, self.resume = checkpoint, checkpoint_every, resume
         self.schedule, self.progress, self.log, self.max_steps = schedule, progress, log, max_steps
         self.history: list[dict[str, Any]] = []
@@ -55,6 +58,15 @@ class Trainer:
         self._sums = (0.0, 0, 0)  # loss * n, correct, n of the current epoch so far
         self._classes = _class_count(step)
         step.seed = seed
+
+    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
+        """A loader of (x, y) staged on the step's device, with the host labels for the accuracy: (x, y, labels)."""
+        device = self.step.device
+
+        def stage(batch):
+            return device.to_device(batch[0]), device.to_device(batch[1]), batch[1]
+
+        return DataLoader(dataset, self.batch_size, prefetch=self.prefetch, stage=stage, **kwargs)
 
     # ---- state -----------------------------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
@@ -100,8 +112,8 @@ class Trainer:
         steps_done = 0
         while self.epoch < self.epochs:
             with closing(self._epoch_batches()) as batches:  # closes the progress bar on every way out
-                for x, y in batches:
-                    self._train_batch(x, y)
+                for x, y, labels in batches:
+                    self._train_batch(x, y, labels)
                     steps_done += 1
                     self.next_batch += 1
                     if self.checkpoint_every and self.step.steps % self.checkpoint_every == 0:
@@ -111,27 +123,27 @@ class Trainer:
             self._end_epoch()
         return self.history
 
-    def _epoch_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        batches = self.loader.batches(self.epoch, self.next_batch)
-        if not self.progress:
-            yield from batches
-            return
-        from tqdm import tqdm
+    def _epoch_batches(self) -> Iterator[tuple[Any, Any, np.ndarray]]:
+        with closing(self.loader.batches(self.epoch, self.next_batch)) as batches:  # stops the prefetch thread
+            if not self.progress:
+                yield from batches
+                return
+            from tqdm import tqdm
 
-        # disable=None: no bar when output is not a terminal; leave=False: the epoch's summary line replaces it
-        with tqdm(batches, total=len(self.loader), initial=self.next_batch, leave=False, disable=None,
-                  desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="batch") as self._bar:
-            yield from self._bar
+            # disable=None: no bar when output is not a terminal; leave=False: the epoch's summary replaces it
+            with tqdm(batches, total=len(self.loader), initial=self.next_batch, leave=False, disable=None,
+                      desc=f"epoch {self.epoch + 1}/{self.epochs}", unit="batch") as self._bar:
+                yield from self._bar
 
-    def _train_batch(self, x: np.ndarray, y: np.ndarray) -> None:
+    def _train_batch(self, x: Any, y: Any, labels: np.ndarray) -> None:
         loss = self.step.train_step(x, y)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"loss became {loss} at epoch {self.epoch + 1}, batch {self.next_batch} "
                                    f"(step {self.step.steps}); try a lower learning rate (lr={self.step.lr})")
         total, correct, n = self._sums
         if self._classes is not None:
-            correct += int((np.asarray(self.step.last_output).argmax(axis=1) == y).sum())
-        self._sums = (total + loss * len(y), correct, n + len(y))
+            correct += int((np.asarray(self.step.last_output).argmax(axis=1) == labels).sum())
+        self._sums = (total + loss * len(labels), correct, n + len(labels))
         if self.progress:
             self._bar.set_postfix(loss=f"{self._sums[0] / self._sums[2]:.4f}", refresh=False)
 
@@ -153,11 +165,11 @@ class Trainer:
     def evaluate(self, dataset: Dataset) -> tuple:
         """Mean loss and (for class labels) accuracy in eval mode, in batches of ``batch_size``."""
         total, correct = 0.0, 0
-        for x, y in DataLoader(dataset, self.batch_size).batches(0):
+        for x, y, labels in self._loader(dataset).batches(0):
             loss, logits = self.step.evaluate(x, y)
-            total += loss * len(y)
+            total += loss * len(labels)
             if self._classes is not None:
-                correct += int((np.asarray(logits).argmax(axis=1) == y).sum())
+                correct += int((np.asarray(logits).argmax(axis=1) == labels).sum())
         mean = total / len(dataset)
         return (mean, correct / len(dataset)) if self._classes is not None else (mean,)
 

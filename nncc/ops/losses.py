@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import TensorType, is_float
-from .cuda_lowering import cuda_kernel
+from .cuda_lowering import block_kernel, block_logsumexp, block_reduce, cuda_kernel
 from .registry import OpDef, expect_rank, register
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -186,62 +186,70 @@ def _nll_bwd_cpu(node, name):
 
 
 # ---- CUDA lowering: labels are range-checked on the host before launch -----------------------------------------
-def _row_stats_cuda() -> str:
-    return """    m = x[r, 0]
-    for c in range(1, C):
-        m = max(m, x[r, c])
-    s = 0.0
-    row = 0.0
-    for c in range(C):
-        s += math.exp(x[r, c] - m)
-        row += x[r, c]
-    lse = m + math.log(s)"""
+def _store_cuda(attrs, value: str, indent: str = "    ") -> str:
+    """Thread 0 of a block stores row ``r``'s loss, or adds it (or its share of the mean) to the total."""
+    red = attrs.get("reduction", "mean")
+    store = f"out[r] = {value}" if red == "none" else \
+        f"cuda.atomic.add(out.reshape(1), 0, {f'({value}) / N' if red == 'mean' else value})"
+    return f"{indent}if tid == 0:\n{indent}    {store}"
 
 
-def _loss_cuda(per_sample: str, needs_stats: bool):
-    """Reduction "none": one thread per sample; "mean"/"sum": one thread sums every sample (N is small)."""
-    def lower(node, name):
-        red = node.attrs.get("reduction", "mean")
-        stats = _row_stats_cuda().replace("\n", "\n    ") if needs_stats else ""
-        if red == "none":
-            body = f"    N, C = x.shape\n    r = i\n{_row_stats_cuda() if needs_stats else ''}\n    out[r] = {per_sample}"
-            return cuda_kernel(name, "x, t, out", "x.shape[0]", body)
-        body = (f"    N, C = x.shape\n    total = 0.0\n    for r in range(N):\n    {stats}\n"
-                f"        total += {per_sample}\n    out[()] = total{' / N' if red == 'mean' else ''}")
-        return cuda_kernel(name, "x, t, out", "1", body)
-
-    return lower
+def _fill(attrs) -> str:
+    return "" if attrs.get("reduction", "mean") == "none" else "out = 0.0"
 
 
-def _ce_per_sample(node) -> str:
+def _ce_cuda(node, name):
+    """A block per sample: the row's maximum, log-sum-exp and sum are block reductions over the classes."""
     eps = float(node.attrs.get("label_smoothing", 0.0))
-    return f"{1 - eps!r} * (lse - x[r, t[r]]) + {eps!r} / C * (C * lse - row)"
+    body = f"""    N, C = x.shape
+    r = i
+{block_logsumexp("x[r, k]", "C", row_sum=True)}
+{_store_cuda(node.attrs, f"{1 - eps!r} * (lse - x[r, t[r]]) + {eps!r} / C * (C * lse - row)")}"""
+    return block_kernel(name, "x, t, out", "x.shape[0]", body, fill=_fill(node.attrs))
 
 
-def _bwd_cuda(target_expr_fn, needs_stats: bool):
+def _nll_cuda(node, name):
+    """A block per BLOCK samples, one a thread; their sum is a block reduction unless every loss is kept."""
+    body = """    N = x.shape[0]
+    r = i * BLOCK + tid
+    loss = -x[r, t[r]] if r < N else 0.0"""
+    if node.attrs.get("reduction", "mean") == "none":
+        body += "\n    if r < N:\n        out[r] = loss"
+    else:
+        body += "\n" + block_reduce("loss", "{} + {}") + "\n" + _store_cuda(node.attrs, "loss")
+    return block_kernel(name, "x, t, out", "(x.shape[0] + BLOCK - 1) // BLOCK", body, fill=_fill(node.attrs))
+
+
+def _scale_cuda(attrs) -> str:
+    return {"none": "g[r]", "mean": "g[()] / N", "sum": "g[()]"}[attrs.get("reduction", "mean")]
+
+
+def _ce_bwd_cuda(node, name):
+    """A block per sample: the row's log-sum-exp once (block reductions), then its threads write the classes."""
+    eps = float(node.attrs.get("label_smoothing", 0.0))
+    body = f"""    N, C = x.shape
+    r = i
+{block_logsumexp("x[r, k]", "C")}
+    for k in range(tid, C, BLOCK):
+        target = {eps!r} / C + ({1 - eps!r} if k == t[r] else 0.0)
+        out[r, k] = (math.exp(x[r, k] - lse) - target) * ({_scale_cuda(node.attrs)})"""
+    return block_kernel(name, "x, t, g, out", "x.shape[0]", body)
+
+
+def _nll_bwd_cuda(node, name):
     """One thread per (sample, class)."""
-    def lower(node, name):
-        scale = {"none": "g[r]", "mean": "g[()] / N", "sum": "g[()]"}[node.attrs.get("reduction", "mean")]
-        body = f"""    N, C = x.shape
+    body = f"""    N, C = x.shape
     r = i // C
     k = i % C
-{_row_stats_cuda() if needs_stats else ''}
-    out[r, k] = ({target_expr_fn(node)}) * ({scale})"""
-        return cuda_kernel(name, "x, t, g, out", "x.size", body)
-
-    return lower
-
-
-def _ce_grad_expr(node) -> str:
-    eps = float(node.attrs.get("label_smoothing", 0.0))
-    return f"math.exp(x[r, k] - lse) - ({eps!r} / C + ({1 - eps!r} if k == t[r] else 0.0))"
+    out[r, k] = (-1.0 if k == t[r] else 0.0) * ({_scale_cuda(node.attrs)})"""
+    return cuda_kernel(name, "x, t, g, out", "x.size", body)
 
 
 register(OpDef("cross_entropy", "kernel", _infer, _ce_ref, vjp=_vjp("cross_entropy_backward"),
-               lower={"cpu": _ce_cpu, "cuda": lambda node, name: _loss_cuda(_ce_per_sample(node), True)(node, name)}))
+               lower={"cpu": _ce_cpu, "cuda": _ce_cuda}))
 register(OpDef("cross_entropy_backward", "kernel", _bwd_infer, _ce_bwd_ref,
-               lower={"cpu": _ce_bwd_cpu, "cuda": _bwd_cuda(_ce_grad_expr, True)}))
+               lower={"cpu": _ce_bwd_cpu, "cuda": _ce_bwd_cuda}))
 register(OpDef("nll_loss", "kernel", _infer, _nll_ref, vjp=_vjp("nll_loss_backward"),
-               lower={"cpu": _nll_cpu, "cuda": _loss_cuda("-x[r, t[r]]", False)}))
+               lower={"cpu": _nll_cpu, "cuda": _nll_cuda}))
 register(OpDef("nll_loss_backward", "kernel", _bwd_infer, _nll_bwd_ref,
-               lower={"cpu": _nll_bwd_cpu, "cuda": _bwd_cuda(lambda node: "-1.0 if k == t[r] else 0.0", False)}))
+               lower={"cpu": _nll_bwd_cpu, "cuda": _nll_bwd_cuda}))

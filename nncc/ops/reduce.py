@@ -5,7 +5,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import is_float
-from .cuda_lowering import CHUNK, cuda_kernel
+from .cuda_lowering import block_kernel, block_logsumexp, block_reduce
 from .registry import OpDef, register
 
 
@@ -102,10 +102,14 @@ def _ref(fn):
                                      dtype=xs[0].dtype)]
 
 
+_COMBINE = {"sum": "{} + {}", "mean": "{} + {}", "max": "max({}, {})", "prod": "{} * {}"}
+
+
 def _reduce_cuda(kind):
-    """Split reduction: thread ``i`` takes output ``i // parts`` and every ``parts``-th reduced element from
-    ``i % parts``, then combines its partial result atomically, so large reductions (bias gradients over
-    N*H*W) keep the whole GPU busy."""
+    """Split block reduction: block ``i`` takes output ``i // parts`` and the ``i % parts``-th slice of its
+    reduced elements (BLOCK * CHUNK of them, the threads reading consecutive ones), combines them in shared
+    memory and, when there are several parts, adds them atomically. So a large reduction (a bias gradient over
+    N*H*W) keeps the GPU busy with one atomic per block. A product has one part (no atomic product exists)."""
     def lower(node, name):
         x = node.inputs[0]
         rank = x.type.rank
@@ -113,22 +117,27 @@ def _reduce_cuda(kind):
         kept = [a for a in range(rank) if a not in axes]
         keep = node.attrs.get("keepdims", False)
         out_idx = [f"i{a}" if a in kept else "0" for a in range(rank)] if keep else [f"i{a}" for a in kept]
-        count = " * ".join(f"x.shape[{a}]" for a in axes)
-        parts = f"(({count}) + {CHUNK - 1}) // {CHUNK}"
-        body = f"    parts = {parts}\n    o = i // parts\n    j = i % parts\n    rest = o\n"
+        count = " * ".join(f"x.shape[{a}]" for a in axes) or "1"
+        parts = "1" if kind == "prod" else f"(({count}) + BLOCK * CHUNK - 1) // (BLOCK * CHUNK)"
+        body = f"    parts = {parts}\n    o = i // parts\n    rest = o\n"
         for a in reversed(kept):
             body += f"    i{a} = rest % x.shape[{a}]\n    rest //= x.shape[{a}]\n"
-        body += f"    acc = {_INIT[kind]}\n    for flat in range(j, {count}, parts):\n        rest = flat\n"
+        body += (f"    acc = {_INIT[kind].replace('np.', 'math.')}\n"
+                 f"    for flat in range(i % parts * BLOCK + tid, {count}, parts * BLOCK):\n        rest = flat\n")
         for a in reversed(axes):
             body += f"        i{a} = rest % x.shape[{a}]\n        rest //= x.shape[{a}]\n"
         body += "        " + _STEP[kind].format(v=f"x[{', '.join(f'i{a}' for a in range(rank))}]") + "\n"
+        body += block_reduce("acc", _COMBINE[kind]) + "\n"
         if kind == "mean":
             body += f"    acc = acc / ({count})\n"
         target = out_idx[0] if len(out_idx) == 1 else f"({', '.join(out_idx)})" if out_idx else "0"
         view = "out" if out_idx else "out.reshape(1)"
-        body += f"    cuda.atomic.{'max' if kind == 'max' else 'add'}({view}, {target}, acc)"
+        if kind == "prod":
+            body += f"    if tid == 0:\n        {view}[{target}] = acc"
+            return block_kernel(name, "x, out", "out.size", body)
+        body += f"    if tid == 0:\n        cuda.atomic.{'max' if kind == 'max' else 'add'}({view}, {target}, acc)"
         fill = "out = -math.inf" if kind == "max" else "out = 0.0"
-        return cuda_kernel(name, "x, out", f"out.size * ({parts})", body, fill=fill)
+        return block_kernel(name, "x, out", f"out.size * ({parts})", body, fill=fill)
 
     return lower
 
@@ -149,26 +158,8 @@ def _prod_vjp(b, node, grads, needs):  # g * y / x: exact for non-zero inputs
     return [b.add1("div", [b.add1("mul", [_expand_grad(b, node, grads[0]), _expand_grad(b, node, y)]), x])]
 
 
-def _prod_cuda(node, name):
-    """One thread per output element multiplies its reduced elements (no atomic product exists)."""
-    x = node.inputs[0]
-    rank = x.type.rank
-    axes = _axes(node.attrs, rank)
-    kept = [a for a in range(rank) if a not in axes]
-    count = " * ".join(f"x.shape[{a}]" for a in axes) or "1"
-    body = "    rest = i\n"
-    for a in reversed(kept):
-        body += f"    i{a} = rest % x.shape[{a}]\n    rest //= x.shape[{a}]\n"
-    body += f"    acc = 1.0\n    for flat in range({count}):\n        rest = flat\n"
-    for a in reversed(axes):
-        body += f"        i{a} = rest % x.shape[{a}]\n        rest //= x.shape[{a}]\n"
-    body += f"        acc *= x[{', '.join(f'i{a}' for a in range(rank))}]\n"
-    body += "    out.reshape(out.size)[i] = acc"
-    return cuda_kernel(name, "x, out", "out.size", body)
-
-
 register(OpDef("prod", "kernel", _reduce_infer, _ref(np.prod), vjp=_prod_vjp,
-               lower={"cpu": _reduce_cpu("prod"), "cuda": _prod_cuda}))
+               lower={"cpu": _reduce_cpu("prod"), "cuda": _reduce_cuda("prod")}))
 
 
 # ---- softmax and log_softmax along one axis -------------------------------------------------------------------
@@ -234,29 +225,23 @@ def _softmax_cpu(log: bool):
 
 
 def _softmax_cuda(log: bool):
-    """One thread per (outer, inner) row along the axis."""
+    """A block per (outer, inner) row along the axis: the maximum and the sum of exponentials are block
+    reductions, the threads striding along the row."""
     def lower(node, name):
         rank = node.inputs[0].type.rank
         axis = node.attrs["axis"] % rank
         inner = " * ".join(f"x.shape[{a}]" for a in range(axis + 1, rank)) or "1"
-        write = "z - lse" if log else "math.exp(z - lse)"
+        write = "x3[a, k, b] - lse" if log else "math.exp(x3[a, k, b] - lse)"
         body = f"""    n = x.shape[{axis}]
     inner = {inner}
     x3 = x.reshape((x.size // (n * inner), n, inner))
     o3 = out.reshape((x.size // (n * inner), n, inner))
     a = i // inner
     b = i % inner
-    m = x3[a, 0, b]
-    for k in range(1, n):
-        m = max(m, x3[a, k, b])
-    s = 0.0
-    for k in range(n):
-        s += math.exp(x3[a, k, b] - m)
-    lse = math.log(s)
-    for k in range(n):
-        z = x3[a, k, b] - m
+{block_logsumexp("x3[a, k, b]", "n")}
+    for k in range(tid, n, BLOCK):
         o3[a, k, b] = {write}"""
-        return cuda_kernel(name, "x, out", f"x.size // x.shape[{axis}]", body)
+        return block_kernel(name, "x, out", f"x.size // x.shape[{axis}]", body)
 
     return lower
 

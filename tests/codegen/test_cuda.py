@@ -10,12 +10,13 @@ import pytest
 
 import nncc
 from lenet import LeNet
+from mlp import MLP
 from nncc import nn
 from nncc.codegen.targets import on_device
 from nncc.compiler import Program
 from nncc.ir import GraphBuilder, TensorType, dtype_of
 from nncc.ops import get_op
-from runtime import optim
+from runtime import Trainer, data, optim
 
 from ops.cases import CASES, make_inputs
 
@@ -58,9 +59,10 @@ def _tiny_mlp():
 
 
 def test_mlp_forward_and_gradients_match_cpu():
-    cpu, gpu = _both(_tiny_mlp, (3, 2, 2), loss=nn.CrossEntropyLoss())
+    """examples/mlp.py (784-128-64-10) on a small batch."""
+    cpu, gpu = _both(MLP, (1, 28, 28), loss=nn.CrossEntropyLoss())
     rng = np.random.default_rng(1)
-    x, y = rng.standard_normal((5, 3, 2, 2)).astype(np.float32), rng.integers(0, 4, 5)
+    x, y = rng.standard_normal((3, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 3)
     np.testing.assert_allclose(gpu(x), cpu(x), rtol=1e-4, atol=1e-6)
     (l1, g1), (l2, g2) = cpu.grad(x, y), gpu.grad(x, y)
     assert l2 == pytest.approx(l1, rel=1e-5)
@@ -136,3 +138,43 @@ def test_split_reductions_cover_each_output_once():
     got = program({"x": cuda.to_device(data)})
     for have, want in zip(got, (data.sum((0, 2, 3)), data.mean((0, 2, 3)), data.max((0, 2, 3)))):
         np.testing.assert_allclose(have.copy_to_host(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op, a_shape, b_shape, ta, tb", [
+    ("matmul", (37, 70), (70, 35), False, False), ("matmul", (70, 37), (70, 35), True, False),
+    ("matmul", (37, 70), (35, 70), False, True), ("matmul", (70, 37), (35, 70), True, True),
+    ("batch_matmul", (3, 37, 70), (3, 70, 35), False, False), ("batch_matmul", (2, 3, 70, 37), (35, 70), True, True),
+])
+def test_tiled_matmul_covers_edge_tiles_and_transposes(op, a_shape, b_shape, ta, tb):
+    """Shapes past one output tile and one shared-memory stage, none a multiple of either, under the simulator's
+    tile sizes (SPAN 32, DEPTH 64); a plain matrix shared by every batch."""
+    from numba import cuda
+
+    rng = np.random.default_rng(5)
+    a, b_ = rng.standard_normal(a_shape).astype(np.float32), rng.standard_normal(b_shape).astype(np.float32)
+    gb = GraphBuilder("tiled")
+    out = gb.add1(op, [gb.input("a", TensorType("f32", a_shape)), gb.input("b", TensorType("f32", b_shape))],
+                  {"transpose_a": ta, "transpose_b": tb})
+    program = Program(gb.finish([out]), target="cuda")
+    assert "cuda.shared.array((SPAN, DEPTH), float32)" in program.emitted.source
+    assert "[_blocks(" in program.emitted.source and ", (TILE, TILE)](a, b, out)" in program.emitted.source
+    (got,) = program({"a": cuda.to_device(a), "b": cuda.to_device(b_)})
+    want = get_op(op).reference([a, b_], {"transpose_a": ta, "transpose_b": tb})[0]
+    np.testing.assert_allclose(got.copy_to_host(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_trainer_prefetches_device_batches_and_matches_cpu():
+    """The Trainer's prefetch thread copies each batch to the device; the run matches the CPU one."""
+    rng = np.random.default_rng(6)
+    train = data.Dataset(rng.standard_normal((24, 3, 2, 2)).astype(np.float32), rng.integers(0, 4, 24))
+    kwargs = dict(loss=nn.CrossEntropyLoss(), optimizer=optim.SGD(lr=0.1, momentum=0.9))
+    cpu, gpu = _both(_tiny_mlp, (3, 2, 2), **kwargs)
+    trainers = [Trainer(s, train, train, batch_size=8, epochs=1, seed=1, progress=False, log=lambda _: None,
+                        prefetch=2) for s in (cpu, gpu)]
+    x, y, labels = next(iter(trainers[1].loader.batches(0)))
+    assert on_device(x) and on_device(y) and type(labels) is np.ndarray
+    (h1, h2) = (t.fit() for t in trainers)
+    for r1, r2 in zip(h1, h2):
+        assert r2 == pytest.approx(r1, rel=1e-4)
+    for name, value in cpu.state_dict().items():
+        np.testing.assert_allclose(gpu.state_dict()[name], value, rtol=1e-4, atol=1e-6, err_msg=name)

@@ -173,3 +173,44 @@ def test_dataloader_transform_applies_to_images_only():
     x, y = next(iter(loader))
     np.testing.assert_array_equal(x[:, 0], [0, 10, 20, 30, 40])
     np.testing.assert_array_equal(y, [0, 1, 2, 3, 4])
+
+
+def test_prefetch_keeps_the_order_runs_ahead_on_another_thread_and_stops_when_closed():
+    import threading
+    import time
+
+    seen = []  # (batch, thread) as the producer gathers them
+
+    def record(x):
+        seen.append((int(x[0, 0]), threading.get_ident()))
+        return x
+
+    loader = data.DataLoader(_numbers(), batch_size=2, shuffle=True, seed=1, transform=record, prefetch=2)
+    plain = data.DataLoader(_numbers(), batch_size=2, shuffle=True, seed=1)
+    batches = loader.batches(0)
+    x, y = next(batches)
+    np.testing.assert_array_equal(y, plain.order(0)[:2])
+    deadline = time.monotonic() + 5
+    while len(seen) < 4 and time.monotonic() < deadline:  # two queued and one in hand, without being asked
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert len(seen) == 4 and all(t != threading.get_ident() for _, t in seen)
+    batches.close()
+    assert not any(t.name == "nncc-prefetch" for t in threading.enumerate())
+    got = [y for _, y in loader.batches(1, start=1)]
+    want = [y for _, y in plain.batches(1, start=1)]
+    assert len(got) == len(want) == 4 and all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+def test_prefetch_raises_the_producers_error_in_the_consumer():
+    def fail(x):
+        if x[0, 0] >= 4:
+            raise RuntimeError("bad image")
+        return x
+
+    batches = data.DataLoader(_numbers(), batch_size=2, transform=fail, prefetch=1).batches(0)
+    assert [len(y) for _, y in (next(batches), next(batches))] == [2, 2]
+    with pytest.raises(RuntimeError, match="bad image"):
+        next(batches)
+    with pytest.raises(ValueError, match="prefetch must be 0"):
+        data.DataLoader(_numbers(), prefetch=-1)

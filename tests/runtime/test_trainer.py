@@ -114,3 +114,15 @@ def test_a_loss_without_class_labels_reports_losses_only(few):
     assert [sorted(r) for r in history] == [["epoch", "lr", "test_loss", "train_loss"]] * 2
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert lines[1].startswith("epoch 2: train loss ") and "accuracy" not in lines[1]
+
+
+def test_prefetch_changes_neither_batches_nor_results(few, make_step):
+    def run(prefetch):
+        step = make_step()
+        history = quiet(step, few, batch_size=32, epochs=2, seed=3, prefetch=prefetch).fit()
+        return history, step.state_dict()
+
+    (h0, s0), (h2, s2) = run(0), run(2)
+    assert h0 == h2
+    for name, value in s0.items():
+        np.testing.assert_array_equal(s2[name], value, err_msg=name)
