@@ -46,10 +46,10 @@ class Program:
         self.dumps: dict[str, str] = dict(pre_stages or {})
         self.dumps.update(pm.dumps)
         self.timings = dict(pm.timings)
-        self.kernels = plan_kernels(self.graph, fuse)
+        self.target = get_target(target)
+        self.kernels = plan_kernels(self.graph, fuse, self.target.epilogues)
         self.dumps["fused"] = format_plan(self.graph, self.kernels)
         self.memory = plan_memory(self.graph, self.kernels) if fuse else None
-        self.target = get_target(target)
         self.timings["passes"] = time.perf_counter() - start
         start = time.perf_counter()
         self.emitted = self.target.emit(self.graph, self.kernels, parallel, self.memory)

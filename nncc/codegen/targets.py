@@ -18,6 +18,7 @@ from .emitted import Emitted
 
 class CpuTarget:
     name = "cpu"
+    epilogues = True  # anchors apply fused elementwise consumers (see passes/fusion.py)
 
     def emit(self, graph: Graph, kernels: list[Kernel], parallel: bool, memory: Optional[MemoryPlan]) -> Emitted:
         from .cpu.emitter import CpuEmitter
@@ -36,6 +37,7 @@ class CpuTarget:
 
 class CudaTarget:
     name = "cuda"
+    epilogues = False  # the CUDA emitter launches elementwise groups as kernels of their own
 
     def __init__(self):
         try:

@@ -220,7 +220,8 @@ def _chunked(groups: int, per_group: str, scratch: str, per_sample: str) -> str:
                           per_sample=indent(per_sample, "                ").rstrip("\n"))
 
 
-def _forward_cpu(node, name):
+def _forward_cpu(node, name, epilogue: str = ""):
+    """``epilogue``: the parameters of fused elementwise consumers, applied to each sample as it is done."""
     groups = _geometry(node.attrs)[3]
     has_bias = len(node.inputs) == 3
     bias = """
@@ -229,10 +230,13 @@ for k in range(Kg):
     row = o3[n, k0 + k]
     for pq in range(P * Q):
         row[pq] += bias""" if has_bias else ""
+    if epilogue:  # after the last group wrote its channels of sample n
+        bias += f"\nif g == {groups - 1}:\n    {name}_epilogue(n, n + 1, {epilogue})"
+    params = ("x, w, b, out" if has_bias else "x, w, out") + (f", {epilogue}" if epilogue else "")
     return _im2col_src(f"{name}_im2col", node.attrs) + f"""
 
 
-def {name}({"x, w, b, out" if has_bias else "x, w, out"}):
+def {name}({params}):
     N, K, P, Q = out.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     Kg = K // {groups}
@@ -375,7 +379,7 @@ def _backward_weight_cuda(node, name):
 
 
 register(OpDef("conv2d", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _forward_cpu, "cuda": _forward_cuda},
-               flops=_flops))
+               flops=_flops, epilogue=True))
 register(OpDef("conv2d_backward_input", "kernel", _bwd_input_infer, _bwd_input_ref,
                lower={"cpu": _backward_input_cpu, "cuda": _backward_input_cuda}, flops=_bwd_flops))
 register(OpDef("conv2d_backward_weight", "kernel", _bwd_weight_infer, _bwd_weight_ref,

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import is_float
-from .cuda_lowering import cuda_kernel
+from .cuda_lowering import tiled_matmul
 from .registry import OpDef, expect_rank, register
 
 
@@ -49,10 +49,14 @@ def _vjp(b, node, grads, needs):
     return [gx if needs[0] else None, gy if needs[1] else None]
 
 
-def _cpu(node, name):
+def _cpu(node, name, epilogue: str = ""):
+    """``epilogue``: the parameters of fused elementwise consumers, applied to the product's rows."""
     a = "a.T" if node.attrs.get("transpose_a") else "a"
     b = "b.T" if node.attrs.get("transpose_b") else "b"
-    return f"def {name}(a, b, out):\n    np.dot({a}, {b}, out)"
+    if not epilogue:
+        return f"def {name}(a, b, out):\n    np.dot({a}, {b}, out)"
+    return (f"def {name}(a, b, out, {epilogue}):\n    np.dot({a}, {b}, out)\n"
+            f"    {name}_epilogue(0, out.shape[0], {epilogue})")
 
 
 def _flops(node, sizes):
@@ -63,20 +67,14 @@ def _flops(node, sizes):
 
 
 def _cuda(node, name):
-    """One thread per output element (row r, column c) with a dot product over k."""
-    a = "a[k, r]" if node.attrs.get("transpose_a") else "a[r, k]"
-    b = "b[c, k]" if node.attrs.get("transpose_b") else "b[k, c]"
-    inner = "a.shape[0]" if node.attrs.get("transpose_a") else "a.shape[1]"
-    body = f"""    r = i // out.shape[1]
-    c = i % out.shape[1]
-    acc = 0.0
-    for k in range({inner}):
-        acc += {a} * {b}
-    out[r, c] = acc"""
-    return cuda_kernel(name, "a, b, out", "out.size", body)
+    """The tiled product of ``cuda_lowering.tiled_matmul`` on a stack of one matrix."""
+    views = "".join(f"    {v}3 = {v}.reshape((1, {v}.shape[0], {v}.shape[1]))\n" for v in ("a", "b", "out"))
+    return tiled_matmul(name, views, 2, node.outputs[0].dtype, bool(node.attrs.get("transpose_a")),
+                        bool(node.attrs.get("transpose_b")))
 
 
-register(OpDef("matmul", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _cpu, "cuda": _cuda}, flops=_flops))
+register(OpDef("matmul", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _cpu, "cuda": _cuda}, flops=_flops,
+               epilogue=True))
 
 
 # ---- batch_matmul {transpose_a, transpose_b}: [..., M, K] @ [..., K, N] over equal leading (batch) dims, or with
@@ -134,19 +132,9 @@ def _batch_cpu(node, name):
 
 
 def _batch_cuda(node, name):
-    """One thread per output element: batch t, row r, column c."""
-    a = "a3[t % a3.shape[0], k, r]" if node.attrs.get("transpose_a") else "a3[t % a3.shape[0], r, k]"
-    b = "b3[t % b3.shape[0], c, k]" if node.attrs.get("transpose_b") else "b3[t % b3.shape[0], k, c]"
-    inner = "a3.shape[1]" if node.attrs.get("transpose_a") else "a3.shape[2]"
-    body = _mats(node) + f"""    M, N = out3.shape[1], out3.shape[2]
-    t = i // (M * N)
-    r = (i // N) % M
-    c = i % N
-    acc = 0.0
-    for k in range({inner}):
-        acc += {a} * {b}
-    out3[t, r, c] = acc"""
-    return cuda_kernel(name, "a, b, out", "out.size", body)
+    """The tiled product of ``cuda_lowering.tiled_matmul``, one output tile of one batch per unit of work."""
+    return tiled_matmul(name, _mats(node), node.outputs[0].type.rank, node.outputs[0].dtype,
+                        bool(node.attrs.get("transpose_a")), bool(node.attrs.get("transpose_b")))
 
 
 def _batch_flops(node, sizes):

@@ -35,6 +35,10 @@ class OpDef:
     # kernel: its CPU loops may sum in any order (LLVM then vectorises the reductions), as BLAS and numpy's
     # pairwise sums do; results move by rounding only
     reassociate: bool = False
+    # kernel: an anchor whose CPU lowering, given epilogue="e0, e1, ..." (the parameters of the elementwise
+    # consumers the fusion pass gave it), calls {name}_epilogue(lo, hi, e0, e1, ...) on each finished range of
+    # output rows, while they are still in cache
+    epilogue: bool = False
 
     def infer_types(self, node) -> list[TensorType]:
         """Run the shape rule; ShapeError messages gain the node's description."""

@@ -1,9 +1,12 @@
 """Fusion: partition a graph's nodes into kernels.
 
 Elementwise nodes join the kernel of an elementwise producer when they loop over the same output shape, so a
-chain such as ``add -> relu`` or an optimizer's arithmetic becomes one loop nest. Every other node is a kernel
-of its own. A node joins a kernel only if its other inputs exist before the kernel starts, so the partition
-never creates a cycle. The result is a plan for the codegen; the IR itself is unchanged.
+chain such as ``add -> relu`` or an optimizer's arithmetic becomes one loop nest. With ``epilogues``, they also
+join an anchor (an op declaring ``epilogue``, such as conv2d or matmul) whose output they read: the anchor's
+lowering then applies them to each block of output rows it finishes (conv2d: per sample, while the sample is
+in cache). Every other node is a kernel of its own. A node joins a kernel only if its other inputs exist
+before the kernel starts, so the partition never creates a cycle. The result is a plan for the codegen; the
+IR itself is unchanged.
 """
 from __future__ import annotations
 
@@ -26,15 +29,22 @@ class Kernel:
     def domain(self):
         return self.nodes[0].outputs[0].type
 
+    @property
+    def epilogue(self) -> list[Node]:
+        """The elementwise nodes an anchor kernel applies to its output (empty for other kernels)."""
+        return self.nodes[1:] if self.kind == "kernel" else []
 
-def plan_kernels(graph: Graph, fuse: bool = True) -> list[Kernel]:
+
+def plan_kernels(graph: Graph, fuse: bool = True, epilogues: bool = True) -> list[Kernel]:
+    """Partition ``graph`` into kernels; ``epilogues`` lets anchors absorb elementwise consumers (the targets
+    whose emitters implement epilogues say so)."""
     kernels: list[Kernel] = []
     home: dict[Value, Kernel] = {}
     position: dict[Kernel, int] = {}  # index of the kernel's first node
     produced_at: dict[Value, int] = {}
     for index, node in enumerate(graph.nodes):
         kind = get_op(node.op).kind
-        target = _fusable_kernel(node, kind, home, position, produced_at) if fuse else None
+        target = _fusable_kernel(node, kind, home, position, produced_at, epilogues) if fuse else None
         if target is None:
             target = Kernel([], kind)
             position[target] = index
@@ -47,17 +57,25 @@ def plan_kernels(graph: Graph, fuse: bool = True) -> list[Kernel]:
     return kernels
 
 
-def _fusable_kernel(node, kind, home, position, produced_at):
+def _fusable_kernel(node, kind, home, position, produced_at, epilogues):
     if kind != "elementwise":
         return None
     for v in node.inputs:
         k = home.get(v)
-        if k is None or k.kind != "elementwise" or k.domain.shape != node.outputs[0].type.shape:
+        if k is None or k.domain.shape != node.outputs[0].type.shape or not _absorbs(k, epilogues):
             continue
         start = position[k]
         if all(home.get(u) is k or produced_at.get(u, -1) < start for u in node.inputs):
             return k
     return None
+
+
+def _absorbs(kernel: Kernel, epilogues: bool) -> bool:
+    if kernel.kind == "elementwise":
+        return True
+    anchor = kernel.nodes[0]
+    return (epilogues and kernel.kind == "kernel" and get_op(anchor.op).epilogue and len(anchor.outputs) == 1
+            and anchor.outputs[0].type.rank > 0)
 
 
 def _fill_boundaries(graph: Graph, kernels: list[Kernel], home: dict[Value, Kernel]) -> None:
@@ -89,6 +107,7 @@ def format_plan(graph: Graph, kernels: list[Kernel]) -> str:
             counter += 1
     lines = [f"kernels of graph {graph.name}: {len(kernels)}"]
     for i, k in enumerate(kernels):
-        lines.append(f"kernel #{i} ({k.kind}, {len(k.nodes)} node{'s' if len(k.nodes) > 1 else ''}):")
+        kind = f"{k.kind} + {len(k.epilogue)}-node epilogue" if k.epilogue else k.kind
+        lines.append(f"kernel #{i} ({kind}, {len(k.nodes)} node{'s' if len(k.nodes) > 1 else ''}):")
         lines.extend("    " + describe_node(n, names) for n in k.nodes)
     return "\n".join(lines) + "\n"

@@ -96,6 +96,9 @@ def plan_memory(graph: Graph, kernels: list[Kernel], dtype: str = "f32") -> Memo
                     continue
                 candidates.append(out)
                 start[out] = index
+        if kernel.epilogue:  # the anchor's result is a buffer its epilogue reads back, even if nothing else does
+            result = kernel.nodes[0].outputs[0]
+            end[result] = max(end.get(result, index), index)
     kept = {root.get(v, v) for v in graph.outputs}
     plan = MemoryPlan(dtype, symbol)
     groups: dict[bool, list] = {True: [], False: []}

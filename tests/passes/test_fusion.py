@@ -1,4 +1,7 @@
-"""Fusion planning: elementwise chains share a loop nest; no kernel may wait on a value computed after it starts."""
+"""Fusion planning: elementwise chains share a loop nest, anchors absorb their consumers as epilogues; no kernel
+may wait on a value computed after it starts."""
+import numpy as np
+
 import nncc
 from nncc import nn
 from nncc.ir import parse_graph
@@ -20,9 +23,10 @@ GRAPH = """graph g(%x: f32[N,4], %b: f32[4], %w: f32[4,4]) -> (f32[N,4], f32[N,4
   return %9, %1
 }
 """
-# %7 reads %5 from kernel #2 but also %6, which is computed after kernel #2 starts: fused into kernel #2 it
-# would wait on its own output, so it starts a kernel. %8 loops over a smaller domain than %7's kernel.
-PLAN = """kernels of graph g: 7
+# Elementwise fusion only (the CUDA target's plan): %7 reads %5 from kernel #2 but also %6, which is computed
+# after kernel #2 starts: fused into kernel #2 it would wait on its own output, so it starts a kernel. %8 loops
+# over a smaller domain than %7's kernel.
+ELEMENTWISE_PLAN = """kernels of graph g: 7
 kernel #0 (elementwise, 2 nodes):
     %0 = add(%x, %b)
     %1 = relu(%0)
@@ -39,6 +43,26 @@ kernel #4 (elementwise, 1 node):
 kernel #5 (elementwise, 1 node):
     %8 = exp(%6)
 kernel #6 (elementwise, 1 node):
+    %9 = add(%7, %8)
+"""
+# With epilogues (the CPU target's plan), the matmul anchor absorbs the chain that reads its output; mul's
+# other input %1 exists before the anchor starts.
+PLAN = """kernels of graph g: 6
+kernel #0 (elementwise, 2 nodes):
+    %0 = add(%x, %b)
+    %1 = relu(%0)
+kernel #1 (kernel + 3-node epilogue, 4 nodes):
+    %2 = matmul(%1, %w) {transpose_a=false, transpose_b=false}
+    %3 = add(%2, %b)
+    %4 = relu(%3)
+    %5 = mul(%4, %1)
+kernel #2 (kernel, 1 node):
+    %6 = sum(%5) {axes=[1], keepdims=true}
+kernel #3 (elementwise, 1 node):
+    %7 = sub(%5, %6)
+kernel #4 (elementwise, 1 node):
+    %8 = exp(%6)
+kernel #5 (elementwise, 1 node):
     %9 = add(%7, %8)
 """
 
@@ -60,9 +84,29 @@ def assert_schedulable(graph, kernels):
 
 def test_add_relu_chains_fuse_and_the_plan_never_waits_on_itself():
     graph = parse_graph(GRAPH)
+    kernels = plan_kernels(graph, epilogues=False)
+    assert format_plan(graph, kernels) == ELEMENTWISE_PLAN
+    assert_schedulable(graph, kernels)
+
+
+def test_anchors_absorb_the_elementwise_chain_reading_their_output():
+    graph = parse_graph(GRAPH)
     kernels = plan_kernels(graph)
     assert format_plan(graph, kernels) == PLAN
     assert_schedulable(graph, kernels)
+    assert [n.op for n in kernels[1].epilogue] == ["add", "relu", "mul"]
+    assert kernels[1].outputs == [graph.nodes[5].outputs[0]]  # only %5 leaves: the product stays inside
+
+
+def test_fused_epilogues_compute_what_the_reference_does():
+    """conv2d + relu and matmul + bias + relu chains, inference and training, fused and unfused."""
+    nncc.manual_seed(0)
+    model = MODELS["lenet"][0]()
+    x = np.random.default_rng(0).random((3, 1, 28, 28), np.float32)
+    fused = nncc.compile(model, input_shape=(None, 1, 28, 28))
+    assert "epilogue" in fused.ir("fused") and "_epilogue(" in fused.source()
+    np.testing.assert_allclose(fused(x), nncc.compile(model, input_shape=(None, 1, 28, 28), fuse=False)(x),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_kernel_boundaries_list_only_values_that_cross_them():

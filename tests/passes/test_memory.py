@@ -26,6 +26,9 @@ def _intervals(graph, kernels):
                 root[node.outputs[0]] = root.get(node.inputs[0], node.inputs[0])
             for o in node.outputs:
                 start.setdefault(o, i)
+        if k.epilogue:  # an anchor's result is a buffer its own epilogue reads
+            result = k.nodes[0].outputs[0]
+            end[result] = max(end.get(result, i), i)
     return start, end
 
 
@@ -59,9 +62,10 @@ def test_live_buffers_never_overlap():
 def test_plan_shrinks_memory_and_keeps_outputs_out_of_the_arena():
     graph = _training_graph()
     plan = plan_memory(graph, plan_kernels(graph))
-    # per-sample activations are reused; weight gradients all stay live until the updates at the end
-    assert plan.per_sample_size < 0.7 * plan.unplanned_size[0]
-    assert plan.arena_elements(64) * 4 < 0.7 * plan.bytes_without_plan(64, 4)
+    # per-sample activations are reused (16544 of 22686 elements per sample; epilogue fusion already keeps
+    # conv and matmul results that only their consumers read out of memory, which the 22686 does not count)
+    assert plan.per_sample_size < 0.75 * plan.unplanned_size[0]
+    assert plan.arena_elements(64) * 4 < 0.75 * plan.bytes_without_plan(64, 4)  # 4.43 of 6.05 MB
     assert not set(graph.outputs) & set(plan.placements)
 
 

@@ -180,6 +180,8 @@ class CpuEmitter:
             for v in kernel.outputs:
                 self._alloc(v)
             call_args = [self.var[v] for v in kernel.inputs + kernel.outputs]
+        elif kernel.epilogue:
+            name, call_args = self._anchor_with_epilogue(kernel)
         else:
             op = get_op(node.op)
             name = self._function(op.lower["cpu"](node, "KERNEL"), op.reassociate)
@@ -193,15 +195,37 @@ class CpuEmitter:
             call_args = [self.var[v] for v in node.inputs + node.outputs]
         self.lines.append(f"    {name}({', '.join(call_args)})")
 
+    def _anchor_with_epilogue(self, kernel: Kernel) -> tuple[str, list[str]]:
+        """An anchor op whose lowering calls ``KERNEL_epilogue(lo, hi, ...)``, the fused elementwise consumers,
+        on each finished range [lo, hi) of its output's leading axis. The anchor's result keeps a buffer of its
+        own even when only the epilogue reads it: written in place, the epilogue's loads and stores overlap,
+        LLVM's runtime alias check fails and the loop runs scalar (measured 12 us instead of 1 us per LeNet
+        sample for max-pool backward + ReLU mask)."""
+        anchor, result = kernel.nodes[0], kernel.nodes[0].outputs[0]
+        op = get_op(anchor.op)
+        epi = Kernel(kernel.epilogue, "elementwise", [v for v in kernel.outputs if v is not result])
+        made = {out for n in epi.nodes for out in n.outputs}
+        epi.inputs = list(dict.fromkeys(v for n in epi.nodes for v in n.inputs if v not in made))
+        params = ", ".join(f"e{i}" for i in range(len(epi.inputs) + len(epi.outputs)))
+        source = op.lower["cpu"](anchor, "KERNEL", epilogue=params) + "\n\n\n" + \
+            elementwise_source(epi, name="KERNEL_epilogue", rows=True)
+        name = self._function(source, op.reassociate)
+        for v in [result] + epi.outputs:
+            self._alloc(v)
+        return name, [self.var[v] for v in anchor.inputs + anchor.outputs + epi.inputs + epi.outputs]
 
-def elementwise_source(kernel: Kernel) -> str:
-    """One loop nest over the kernel's domain computing every member node as a scalar expression."""
+
+def elementwise_source(kernel: Kernel, name: str = "KERNEL", rows: bool = False) -> str:
+    """One loop nest over the kernel's domain computing every member node as a scalar expression. With
+    ``rows``, the function takes ``lo, hi`` first and covers rows [lo, hi) of the leading axis only (an anchor's
+    epilogue)."""
     domain = kernel.domain
     rank = domain.rank
     ins = {v: f"i{n}" for n, v in enumerate(kernel.inputs)}
     outs = {v: f"o{n}" for n, v in enumerate(kernel.outputs)}
     flat = all(v.type.shape == domain.shape or v.type.rank == 0 for v in kernel.inputs)
-    lines = [f"def KERNEL({', '.join(list(ins.values()) + list(outs.values()))}):"]
+    params = (["lo", "hi"] if rows else []) + list(ins.values()) + list(outs.values())
+    lines = [f"def {name}({', '.join(params)}):"]
     scalars = {}
     for v, name in ins.items():
         if v.type.rank == 0:
@@ -209,15 +233,21 @@ def elementwise_source(kernel: Kernel) -> str:
             lines.append(f"    {name}s = {name}[()]")
     first_out = next(iter(outs.values()))
     if flat and rank > 0:
+        # rows: slice the flat views so the loop counts from 0; an index that may be negative costs a
+        # wraparound check per element and stops LLVM from vectorising (7x slower measured)
+        part = "[lo * row:hi * row]" if rows else ""
+        if rows:
+            lines.append(f"    row = {first_out}.size // max({first_out}.shape[0], 1)")
         for v, name in list(ins.items()) + list(outs.items()):
             if v.type.rank > 0:
-                lines.append(f"    {name}f = {name}.reshape(-1)")
+                lines.append(f"    {name}f = {name}.reshape(-1){part}")
         lines.append(f"    for j in range({first_out}f.size):")
         depth = 2
     else:
         depth = 1
         for a in range(rank):
-            lines.append("    " * depth + f"for j{a} in range({first_out}.shape[{a}]):")
+            extent = "lo, hi" if rows and a == 0 else f"{first_out}.shape[{a}]"
+            lines.append("    " * depth + f"for j{a} in range({extent}):")
             depth += 1
     pad = "    " * depth
 
