@@ -1,7 +1,9 @@
 """LeNet training step (forward, cross-entropy, backward, SGD-momentum update): nncc vs PyTorch eager and
 torch.compile, in one run, alternating; plus cold/warm compile time and the fraction of fp32 peak.
 
-    python bench/bench_train.py [--batches 1,32,64,256] [--no-torch-compile]
+    python bench/bench_train.py [--batches 1,32,64,256] [--no-torch-compile] [--parallel]
+
+``--parallel`` compiles nncc's step with ``parallel=True`` (numba's thread pool, one BLAS thread inside it).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from nncc import nn
 from runtime import optim
 from lenet import LeNet
 step = nncc.compile(LeNet(), input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),
-                    optimizer=optim.SGD(lr=0.01, momentum=0.9))
+                    optimizer=optim.SGD(lr=0.01, momentum=0.9), parallel=PARALLEL)
 step.train_step(np.zeros((2, 1, 28, 28), np.float32), np.zeros(2, np.int64))
 print(json.dumps({"seconds": time.perf_counter() - start}))
 """
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,32,64,256")
     parser.add_argument("--no-torch-compile", action="store_true")
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--parallel", action="store_true")
     args = parser.parse_args()
 
     # a truly cold torch.compile: inductor and triton caches in a fresh directory
@@ -60,7 +63,7 @@ def main() -> None:
     torch.set_num_threads(2)
     model = LeNet()
     step = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),
-                        optimizer=optim.SGD(lr=0.01, momentum=0.9))
+                        optimizer=optim.SGD(lr=0.01, momentum=0.9), parallel=args.parallel)
     tmodel = torch_lenet(model.state_dict())
     topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -99,7 +102,7 @@ def main() -> None:
         row["% of fp32 peak"] = f"{100 * step_flops(step, batch) / t['nncc'] / 1e9 / peak:.1f}"
         rows.append(row)
     print(table(rows))
-    cold, warm = cold_and_warm(COMPILE_CODE)
+    cold, warm = cold_and_warm(COMPILE_CODE.replace("PARALLEL", str(args.parallel)))
     print(f"\nnncc LeNet training-step compile: cold {cold:.1f} s, warm (new process, cache hit) {warm:.2f} s "
           f"(both include Python start-up and imports)")
     if tc_cold is not None:

@@ -14,6 +14,7 @@ from .frontend.tracer import TracedModel, trace_module
 from .ir.graph import Graph
 from .ir.types import TensorType
 from .codegen import get_target
+from .codegen.cpu.blas_threads import one_blas_thread_for_kernels
 from .codegen.targets import on_device as is_cuda_array
 from .passes.autodiff import differentiate
 from .passes.fusion import format_plan, plan_kernels
@@ -102,6 +103,8 @@ class CompiledModule:
         self.fuse = fuse
         self.parallel = parallel
         self.device = get_target(target)  # fails here, clearly, when the target cannot run
+        if parallel and self.device.name == "cpu":
+            one_blas_thread_for_kernels()
         self.name = name or type(model).__name__.lower()
         self.params = {n: self.device.to_device(np.array(p)) for n, p in model.named_parameters()}
         self.buffers = {n: self.device.to_device(np.array(b)) for n, b in model.named_buffers()}
@@ -337,7 +340,8 @@ def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, o
     ``input_shape`` is a tuple (or list of tuples) whose ``None`` dims are the symbolic batch size ``N``;
     spec and ONNX files carry their own, and so do Modules with ``input_shape`` and ``input_dtypes``
     attributes (an imported ONNX model). ``fuse=False`` turns fusion off (one kernel per op);
-    ``parallel=True`` runs CPU kernels' batch loops on numba's thread pool. Example::
+    ``parallel=True`` runs CPU kernels' batch loops on numba's thread pool (and sets the BLAS those kernels call,
+    SciPy's, to one thread for the process; see ``codegen/cpu/blas_threads.py``). Example::
 
         fwd = nncc.compile(model, input_shape=(None, 1, 28, 28))
         step = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),

@@ -200,23 +200,26 @@ def _col2im_src(name, attrs):
 
 
 # The batch is cut into one chunk of samples per thread (prange: parallel when compiled with parallel=True);
-# each chunk has its own scratch matrices. The per-sample BLAS products are small enough that OpenBLAS runs
-# each on the calling thread, so the chunks do not fight over BLAS's threads.
+# each chunk has its own scratch matrices, allocated for all chunks before the loop and picked by chunk
+# index: numba hoists an allocation out of a prange body, which would share one scratch matrix between
+# threads. The per-sample BLAS products are small enough that OpenBLAS runs each on the calling thread.
 # numba's get_num_threads() inside a kernel would make it uncacheable (a ctypes global): the chunk count is
-# fixed when the source is generated, so it is part of the cache key
+# fixed when the source is generated, so it is part of the cache key.
 _THREADS = f"    T = max(1, min(N, {numba.config.NUMBA_NUM_THREADS}))  # chunks of the batch\n"
-_CHUNKS = """    for g in range({groups}):
+_CHUNKS = """{scratch}    for g in range({groups}):
         k0 = g * Kg
 {per_group}        for t in prange(T):
-{scratch}
+{mine}
             for n in range(t * N // T, (t + 1) * N // T):
 {per_sample}"""
 
 
-def _chunked(groups: int, per_group: str, scratch: str, per_sample: str) -> str:
+def _chunked(groups: int, per_group: str, scratch: list[tuple[str, str, str, str]], per_sample: str) -> str:
+    """``scratch``: (name, shape, np.empty or np.zeros, dtype) of each per-chunk matrix."""
     indent = lambda text, pad: "".join(pad + line + "\n" for line in text.strip("\n").split("\n")) if text else ""
-    return _CHUNKS.format(groups=groups, per_group=indent(per_group, "        "),
-                          scratch=indent(scratch, "            ").rstrip("\n"),
+    allocs = "".join(f"    {n}_all = {fill}((T,) + {shape}, {dtype})\n" for n, shape, fill, dtype in scratch)
+    mine = "\n".join(f"            {n} = {n}_all[t]" for n, _, _, _ in scratch)
+    return _CHUNKS.format(groups=groups, scratch=allocs, per_group=indent(per_group, "        "), mine=mine,
                           per_sample=indent(per_sample, "                ").rstrip("\n"))
 
 
@@ -243,7 +246,8 @@ def {name}({params}):
     w2 = w.reshape((K, Cg * R * S))
     o3 = out.reshape((N, K, P * Q))
 """ + _THREADS + _chunked(groups, "wg = np.ascontiguousarray(w2[k0:k0 + Kg])",
-               f"col = np.empty((Cg * R * S, P * Q), x.dtype)\nxp = np.zeros({_padded_src(node.attrs, 'x')}, x.dtype)",
+               [("col", "(Cg * R * S, P * Q)", "np.empty", "x.dtype"),
+                ("xp", _padded_src(node.attrs, "x"), "np.zeros", "x.dtype")],
                f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)\nnp.dot(wg, col, o3[n, k0:k0 + Kg])" + bias)
 
 
@@ -260,11 +264,10 @@ def {name}(x, gy, w, out):
     Kg = K // {groups}
     CRS = Cg * R * S
     g3 = gy.reshape((N, K, P * Q))
-""" + _THREADS + """    partial = np.zeros((T, K, CRS), x.dtype)
-""" + _chunked(groups, "", f"""col = np.empty((CRS, P * Q), x.dtype)
-xp = np.zeros({_padded_src(node.attrs, 'x')}, x.dtype)
-part = np.empty((Kg, CRS), x.dtype)
-acc = partial[t]""", f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)
+""" + _THREADS + _chunked(groups, "", [("col", "(CRS, P * Q)", "np.empty", "x.dtype"),
+                                        ("xp", _padded_src(node.attrs, "x"), "np.zeros", "x.dtype"),
+                                        ("part", "(Kg, CRS)", "np.empty", "x.dtype"),
+                                        ("acc", "(K, CRS)", "np.zeros", "x.dtype")], f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)
 np.dot(g3[n, k0:k0 + Kg], col.T, part)
 for k in range(Kg):
     dst = acc[k0 + k]
@@ -274,7 +277,7 @@ for k in range(Kg):
     o2 = out.reshape((K, CRS))
     o2[...] = 0
     for t in range(T):
-        o2 += partial[t]"""
+        o2 += acc_all[t]"""
 
 
 def _backward_input_cpu(node, name, params="gy, w, x, out"):
@@ -290,7 +293,8 @@ def {name}({params}):
     w2 = w.reshape((K, Cg * R * S))
     g3 = gy.reshape((N, K, P * Q))
 """ + _THREADS + _chunked(groups, "wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)",
-               f"dcol = np.empty((Cg * R * S, P * Q), gy.dtype)\ngp = np.empty({_padded_src(node.attrs, 'out')}, gy.dtype)",
+               [("dcol", "(Cg * R * S, P * Q)", "np.empty", "gy.dtype"),
+                ("gp", _padded_src(node.attrs, "out"), "np.empty", "gy.dtype")],
                f"np.dot(wt, g3[n, k0:k0 + Kg], dcol)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp)")
 
 

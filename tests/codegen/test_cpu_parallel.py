@@ -1,0 +1,35 @@
+"""parallel=True: the CPU kernels' batch loops on numba's thread pool give the serial kernels' results, and the
+BLAS that those kernels call (SciPy's) is left with one thread while numpy's keeps its own."""
+import os
+
+import numpy as np
+import scipy
+from threadpoolctl import ThreadpoolController
+
+import nncc
+from nncc import nn
+from parity.nncc_models import MODELS
+
+
+def _blas_threads() -> dict[str, int]:
+    scipy_dir = os.path.dirname(scipy.__file__)
+    return {("scipy" if lib.filepath.startswith(scipy_dir) else "other"): lib.num_threads
+            for lib in ThreadpoolController().select(user_api="blas").lib_controllers}
+
+
+def test_parallel_kernels_match_the_serial_ones_and_use_one_blas_thread():
+    nncc.manual_seed(0)
+    model = MODELS["lenet"][0]()
+    others_before = _blas_threads().get("other")
+    parallel = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(), parallel=True)
+    assert _blas_threads().get("scipy") == 1
+    assert _blas_threads().get("other") == others_before  # numpy's BLAS keeps its threads
+    serial = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss())
+    assert "parallel=True" in parallel.source("grad") and "parallel=True" not in serial.source("grad")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((5, 1, 28, 28), np.float32), rng.integers(0, 10, 5)
+    loss, grads = parallel.grad(x, y)
+    want_loss, want = serial.grad(x, y)
+    assert abs(loss - want_loss) <= 1e-6 * abs(want_loss)
+    for name, g in want.items():
+        np.testing.assert_allclose(grads[name], g, rtol=1e-5, atol=1e-6, err_msg=name)
