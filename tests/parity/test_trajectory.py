@@ -25,19 +25,24 @@ OPTIMIZERS = {  # name: (nncc optimizer, torch optimizer factory)
 }
 
 
+def both_step(step, theirs, topt, x, y) -> tuple[float, float]:
+    """One compiled training step and one torch.optim step on the same batch: their losses."""
+    loss = step.train_step(x, y)
+    topt.zero_grad()
+    expected = TF.cross_entropy(theirs(torch.tensor(x)), torch.tensor(y))
+    expected.backward()
+    topt.step()
+    return loss, expected.item()
+
+
 def test_fifty_sgd_momentum_steps_follow_torchs_trajectory():
     ours_opt, torch_opt = OPTIMIZERS["sgd_momentum"]
     ours, theirs, shape, _ = make_pair("lenet", seed=4)
     step = nncc.compile(ours, input_shape=(None, *shape), loss=nn.CrossEntropyLoss(), optimizer=ours_opt())
     topt = torch_opt(theirs.parameters())
     for i in range(50):
-        x, y = batch(shape, 8, seed=100 + i)
-        loss = step.train_step(x, y)
-        topt.zero_grad()
-        expected = TF.cross_entropy(theirs(torch.tensor(x)), torch.tensor(y))
-        expected.backward()
-        topt.step()
-        assert loss == pytest.approx(expected.item(), rel=1e-4), f"step {i}"
+        loss, expected = both_step(step, theirs, topt, *batch(shape, 8, seed=100 + i))
+        assert loss == pytest.approx(expected, rel=1e-4), f"step {i}"
     assert step.steps == 50
     for name, p in theirs.named_parameters():
         expected = p.detach().numpy()
@@ -63,13 +68,9 @@ def test_every_step_along_the_trajectory_equals_torchs_step_from_the_same_state(
                                  for slot in step.optimizer.state_slots}
                 if opt == "adam":
                     topt.state[p]["step"] = torch.tensor(float(i))
-        x, y = batch(shape, 8, seed=100 + i)
-        loss = step.train_step(x, y)
-        topt.zero_grad()
-        expected = TF.cross_entropy(theirs(torch.tensor(x)), torch.tensor(y))
-        expected.backward()
-        topt.step()
-        assert loss == pytest.approx(expected.item(), rel=1e-5), f"step {i}"
+        loss, expected = both_step(step, theirs, topt, *batch(shape, 8, seed=100 + i))
+        assert loss == pytest.approx(expected, rel=1e-5), f"step {i}"
         for name, p in params.items():
             want = p.detach().numpy()
-            assert np.abs(step.state_dict()[name] - want).max() <= 1e-5 * np.abs(want).max() + slack, f"step {i}: {name}"
+            err = np.abs(step.state_dict()[name] - want).max()
+            assert err <= 1e-5 * np.abs(want).max() + slack, f"step {i}: {name}"
