@@ -267,7 +267,8 @@ def {name}(x, gy, w, out):
 """ + _THREADS + _chunked(groups, "", [("col", "(CRS, P * Q)", "np.empty", "x.dtype"),
                                         ("xp", _padded_src(node.attrs, "x"), "np.zeros", "x.dtype"),
                                         ("part", "(Kg, CRS)", "np.empty", "x.dtype"),
-                                        ("acc", "(K, CRS)", "np.zeros", "x.dtype")], f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)
+                                        ("acc", "(K, CRS)", "np.zeros", "x.dtype")],
+                               f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)
 np.dot(g3[n, k0:k0 + Kg], col.T, part)
 for k in range(Kg):
     dst = acc[k0 + k]

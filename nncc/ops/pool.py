@@ -173,8 +173,9 @@ def _max_bwd_cpu(node, name, epilogue: str = ""):
 def _inside_windows(kernel, stride, dil, per_plane: str, per_window: str) -> str:
     """Loops over the windows of every (n, c) plane, whole samples per thread, when each window lies inside the
     input (no padding, no ceil_mode): no bounds checks, the first tap seeds the maximum ``m`` in the input's
-    dtype, and ``tap`` numbers the first tap holding it. ~6x faster than the checked loops on LeNet's 2x2 pools (max-pool backward 0.18 vs
-    1.2 ms at batch 64), whose float64 running maximum and per-tap bounds tests kept them slow."""
+    dtype, and ``tap`` numbers the first tap holding it. ~6x faster than the checked loops on LeNet's 2x2
+    pools (max-pool backward 0.18 vs 1.2 ms at batch 64), whose float64 running maximum and per-tap bounds
+    tests kept them slow."""
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dil
     return f"""    N, C, H, W = x.shape
     P, Q = gy_or_out.shape[2], gy_or_out.shape[3]

@@ -71,6 +71,8 @@ def _fusable_kernel(node, kind, home, position, produced_at, epilogues):
 
 
 def _absorbs(kernel: Kernel, epilogues: bool) -> bool:
+    """Whether elementwise consumers of ``kernel``'s values may join it: anchors hand their epilogue ranges of
+    output rows, so they need one output with a leading axis."""
     if kernel.kind == "elementwise":
         return True
     anchor = kernel.nodes[0]

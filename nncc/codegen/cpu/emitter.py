@@ -40,8 +40,7 @@ class _Consts:
 
 
 def _decorate(function_source: str, parallel: bool, reassociate: bool = False) -> str:
-    # prange is a plain range unless parallel: on 2 cores numba's thread pool fights BLAS's threads and
-    # costs ~1 s of compile time per kernel, for little gain on small models
+    # prange is a plain range unless parallel: numba's parfors make the cold compile ~3x longer (BENCHMARKS.md)
     flags = ", parallel=True" if parallel and "prange(" in function_source else ""
     flags += ', fastmath={"reassoc"}' if reassociate else ""
     return _JIT.format(flags=flags) + "\n" + function_source
@@ -208,14 +207,14 @@ class CpuEmitter:
         epi.inputs = list(dict.fromkeys(v for n in epi.nodes for v in n.inputs if v not in made))
         params = ", ".join(f"e{i}" for i in range(len(epi.inputs) + len(epi.outputs)))
         source = op.lower["cpu"](anchor, "KERNEL", epilogue=params) + "\n\n\n" + \
-            elementwise_source(epi, name="KERNEL_epilogue", rows=True)
+            elementwise_source(epi, function="KERNEL_epilogue", rows=True)
         name = self._function(source, op.reassociate)
         for v in [result] + epi.outputs:
             self._alloc(v)
         return name, [self.var[v] for v in anchor.inputs + anchor.outputs + epi.inputs + epi.outputs]
 
 
-def elementwise_source(kernel: Kernel, name: str = "KERNEL", rows: bool = False) -> str:
+def elementwise_source(kernel: Kernel, function: str = "KERNEL", rows: bool = False) -> str:
     """One loop nest over the kernel's domain computing every member node as a scalar expression. With
     ``rows``, the function takes ``lo, hi`` first and covers rows [lo, hi) of the leading axis only (an anchor's
     epilogue)."""
@@ -225,7 +224,7 @@ def elementwise_source(kernel: Kernel, name: str = "KERNEL", rows: bool = False)
     outs = {v: f"o{n}" for n, v in enumerate(kernel.outputs)}
     flat = all(v.type.shape == domain.shape or v.type.rank == 0 for v in kernel.inputs)
     params = (["lo", "hi"] if rows else []) + list(ins.values()) + list(outs.values())
-    lines = [f"def {name}({', '.join(params)}):"]
+    lines = [f"def {function}({', '.join(params)}):"]
     scalars = {}
     for v, name in ins.items():
         if v.type.rank == 0:
