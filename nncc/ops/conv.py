@@ -3,9 +3,9 @@
 CPU lowering: all three ops work one sample at a time around one BLAS product per group, with the
 [C/g*R*S, P*Q] im2col matrix of that sample (at most a few hundred KB for small CNNs) kept in cache: the
 forward product writes straight into the output and adds the bias in place, the weight gradient adds
-gy[n] @ im2col(x[n]).T into the result, and the input gradient scatters w.T @ gy[n] back through col2im.
-im2col copies each output row's in-bounds span with a plain loop LLVM vectorises; the bounds are worked out
-once per (c, r, s) tap, not per element. See BENCHMARKS.md for the A/B against batch-wide im2col.
+gy[n] @ im2col(x[n]).T into a per-chunk partial sum, and the input gradient scatters w.T @ gy[n] back
+through col2im. im2col and col2im go through a zero-padded copy of each channel, so no index can be
+negative and LLVM vectorises the copies. BENCHMARKS.md has the measurements behind each choice.
 """
 from __future__ import annotations
 

@@ -1,0 +1,86 @@
+"""Time of each kernel of the LeNet training step: the generated driver run from Python with a timer around
+every kernel call (CPU time, so other load on the machine counts less).
+
+    OPENBLAS_NUM_THREADS=1 python bench/profile_step.py [--batch 64] [--steps 30]
+
+Each kernel call is labelled by the IR nodes it runs (``conv2d+relu``), as the driver's comments name them,
+and by its function; the sum over kernels is close to the compiled step's own time (each Python call adds a
+few us).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import common  # noqa: F401  (puts examples/ on the path)
+
+
+def timed_driver(source: str) -> str:
+    """The driver without its @njit, each kernel call wrapped in a timer keyed by its IR op and kernel name."""
+    lines = source.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("def run("))
+    lines[start - 1] = ""  # the driver's decorator: run it in Python
+    out, ops = [], []
+    for i, line in enumerate(lines):
+        if i > start and line.strip().startswith("# %"):
+            ops.append(line.split(" = ", 1)[1].split("(")[0])
+        if i > start and re.match(r"    k\d+\(", line):
+            key = f"{'+'.join(ops)} {line.strip().split('(')[0]}"
+            out += ["    _t = _time.process_time()", line, f"    _T[{key!r}] += _time.process_time() - _t"]
+            ops = []
+        else:
+            out.append(line)
+    return "import time as _time, collections as _c\n_T = _c.defaultdict(float)\n" + "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+
+    import nncc
+    from nncc import nn
+    from runtime import optim
+    from lenet import LeNet
+
+    step = nncc.compile(LeNet(), input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),
+                        optimizer=optim.SGD(lr=0.01, momentum=0.9))
+    x = np.random.rand(args.batch, 1, 28, 28).astype(np.float32)
+    y = np.random.randint(0, 10, args.batch)
+    step.train_step(x, y)
+    program = step.program("train")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "timed_driver.py"
+        path.write_text(timed_driver(program.emitted.source))
+        spec = importlib.util.spec_from_file_location("timed_driver", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        feeds = step._training_feeds(x, y, "train")
+        feeds.update(lr=np.array(0.01), step=np.array(1.0), **step.opt_state)
+        run_args = [feeds[n] for n in program.input_names] + list(program.constants)
+        if program.emitted.memory is not None:
+            run_args.append(program._arena(run_args))
+        module.run(*run_args)  # compiles nothing new: the kernels come from numba's cache
+        module._T.clear()
+        for _ in range(args.steps):
+            module.run(*run_args)
+        start = time.process_time()
+        for _ in range(args.steps):
+            step.train_step(x, y)
+        compiled = (time.process_time() - start) / args.steps
+    total = sum(module._T.values()) / args.steps
+    print(f"batch {args.batch}: kernels {total * 1e3:.2f} ms per step; the compiled step {compiled * 1e3:.2f} ms "
+          f"({args.batch / compiled:.0f} img/s)")
+    for key, seconds in sorted(module._T.items(), key=lambda kv: -kv[1]):
+        print(f"  {seconds / args.steps * 1e3:7.3f} ms  {100 * seconds / args.steps / total:5.1f}%  {key}")
+
+
+if __name__ == "__main__":
+    main()
