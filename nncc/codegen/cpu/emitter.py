@@ -1,9 +1,9 @@
 """CPU emitter: a graph and its kernel plan become one Python module of ``numba.njit`` functions.
 
-The module holds one function per kernel and a driver ``run`` that allocates buffers and calls the kernels
-in order, so one call from Python runs the whole graph. Sizes are read from the arrays at run time, so a
-new batch size reuses the compiled code. Identifiers come from counters; model names appear only in
-comments, escaped.
+The module holds one function per kernel and a driver ``_run`` that allocates buffers and calls the kernels
+in order through their addresses (``native_calls.py``), so one call from Python, ``run``, runs the whole
+graph. Sizes are read from the arrays at run time, so a new batch size reuses the compiled code. Identifiers
+come from counters; model names appear only in comments, escaped.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ...passes.fusion import Kernel
 from ...passes.memory import MemoryPlan
 from ..emitted import Emitted
 from ..naming import comment_text
+from .native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, WRAPPER, signature
 
 _NP_NAMES = {"f32": "np.float32", "f64": "np.float64", "i64": "np.int64", "i32": "np.int32", "bool": "np.bool_"}
 _JIT = '@njit(cache=True, error_model="numpy"{flags})'
@@ -69,6 +70,7 @@ class CpuEmitter:
         self.symbols: dict[str, str] = {}  # symbolic dim -> driver variable
         self.functions: list[str] = []
         self.by_source: dict[str, str] = {}  # kernel source (name placeholder) -> function name
+        self.slots: dict[tuple[str, str], int] = {}  # (function name, signature) -> index in _SLOTS
         self.constants: list[np.ndarray] = []
         self.lines: list[str] = []
 
@@ -92,10 +94,13 @@ class CpuEmitter:
             "",
             "import numpy as np",
             "from numba import njit, prange",
+            NATIVE_CALLS_IMPORTS,
             "",
         ]
-        driver = [_JIT.format(flags=""), f"def run({', '.join(args + const_args)}):"] + self.lines
-        source = "\n".join(header + ["", "\n\n\n".join(self.functions), "", ""] + driver) + "\n"
+        slots = "".join(f"\n    ({name}, {sig!r})," for name, sig in self.slots)
+        driver = [NATIVE_CALLS, f"_SLOTS = ({slots}\n)", "", "",
+                  _JIT.format(flags=""), f"def _run({', '.join(args + const_args + ['addresses'])}):"]
+        source = "\n".join(header + ["", "\n\n\n".join(self.functions), ""] + driver + self.lines + [WRAPPER])
         return Emitted(source, "run", self.constants, len(self.by_source), self.memory, self._batch_source())
 
     # ---- naming --------------------------------------------------------------------------------------------
@@ -134,20 +139,15 @@ class CpuEmitter:
 
     def _alloc(self, v: Value) -> None:
         place = self.memory.placements.get(v) if self.memory else None
-        if place is not None:
-            size = v.type.numel_static()
-            if place.per_sample:
-                batch = self.symbols[self.memory.symbol]
-                start = f"{place.offset} * {batch}"
-                size_expr = f"{size} * {batch}"
-            else:
-                start = f"{self.memory.per_sample_size} * {self.symbols[self.memory.symbol]} + {place.offset}" \
-                    if self.memory.symbol else str(place.offset)
-                size_expr = str(size)
-            self.lines.append(f"    {self.var[v]} = arena[{start}:{start} + {size_expr}]"
-                              f".reshape({self._shape_expr(v.type)})")
+        if place is None:
+            self.lines.append(f"    {self.var[v]} = np.empty({self._shape_expr(v.type)}, {_NP_NAMES[v.dtype]})")
             return
-        self.lines.append(f"    {self.var[v]} = np.empty({self._shape_expr(v.type)}, {_NP_NAMES[v.dtype]})")
+        batch = self.symbols[self.memory.symbol] if self.memory.symbol else None
+        if place.per_sample:
+            start = f"{place.offset} * {batch}"
+        else:  # after the per-sample part, which scales with the batch
+            start = f"{self.memory.per_sample_size} * {batch} + {place.offset}" if batch else str(place.offset)
+        self.lines.append(f"    {self.var[v]} = _view(arena, {start}, {self._shape_expr(v.type)})")
 
     def _function(self, source_with_placeholder: str, reassociate: bool = False) -> str:
         """Register a kernel function (deduplicated by source) and return its name."""
@@ -165,8 +165,10 @@ class CpuEmitter:
             self.lines.append("    # " + describe_node(node, self.ir_names))
         node = kernel.nodes[0]
         if node.op == "constant":
-            self.var[node.outputs[0]] = f"c{len(self.constants)}"
-            self.constants.append(np.array(node.attrs["value"], order="C"))  # keeps 0-d arrays 0-d
+            out = node.outputs[0]
+            self.var[out] = f"c{len(self.constants)}"
+            # in the IR's dtype: kernels are compiled for the types the graph declares; keeps 0-d arrays 0-d
+            self.constants.append(np.array(node.attrs["value"], dtype=out.type.np_dtype, order="C"))
             return
         if kernel.kind == "view":
             op = get_op(node.op)
@@ -178,9 +180,9 @@ class CpuEmitter:
             name = self._function(elementwise_source(kernel))
             for v in kernel.outputs:
                 self._alloc(v)
-            call_args = [self.var[v] for v in kernel.inputs + kernel.outputs]
+            values = kernel.inputs + kernel.outputs
         elif kernel.epilogue:
-            name, call_args = self._anchor_with_epilogue(kernel)
+            name, values = self._anchor_with_epilogue(kernel)
         else:
             op = get_op(node.op)
             name = self._function(op.lower["cpu"](node, "KERNEL"), op.reassociate)
@@ -191,10 +193,16 @@ class CpuEmitter:
                     self.lines.append(f"    {self.var[out]} = {self.var[donor]}")
                 else:
                     self._alloc(out)
-            call_args = [self.var[v] for v in node.inputs + node.outputs]
-        self.lines.append(f"    {name}({', '.join(call_args)})")
+            values = node.inputs + node.outputs
+        self.lines.append(self._call(name, values))
 
-    def _anchor_with_epilogue(self, kernel: Kernel) -> tuple[str, list[str]]:
+    def _call(self, name: str, values: list[Value]) -> str:
+        """The driver line calling kernel ``name`` on ``values`` through its slot (one per signature)."""
+        slot = self.slots.setdefault((name, signature([v.type for v in values])), len(self.slots))
+        args = "".join(f"{self.var[v]}, " for v in values)
+        return f"    _call({slot}, addresses, ({args}))  # {name}"
+
+    def _anchor_with_epilogue(self, kernel: Kernel) -> tuple[str, list[Value]]:
         """An anchor op whose lowering calls ``KERNEL_epilogue(lo, hi, ...)``, the fused elementwise consumers,
         on each finished range [lo, hi) of its output's leading axis. The anchor's result keeps a buffer of its
         own even when only the epilogue reads it: written in place, the epilogue's loads and stores overlap,
@@ -211,7 +219,7 @@ class CpuEmitter:
         name = self._function(source, op.reassociate)
         for v in [result] + epi.outputs:
             self._alloc(v)
-        return name, [self.var[v] for v in anchor.inputs + anchor.outputs + epi.inputs + epi.outputs]
+        return name, anchor.inputs + anchor.outputs + epi.inputs + epi.outputs
 
 
 def elementwise_source(kernel: Kernel, function: str = "KERNEL", rows: bool = False) -> str:

@@ -1,0 +1,108 @@
+"""How the generated driver calls its kernels: through their machine-code addresses, not as numba calls.
+
+When one ``@njit`` function calls another, numba links the callee's LLVM module into the caller's and runs
+LLVM's optimiser and code generator over the whole again: a driver calling 20 kernels compiled each kernel a
+second time (9.5 s of the LeNet training step's 23 s cold compile, BENCHMARKS.md). Instead, each kernel is
+compiled on its own for the exact argument types the driver passes (a *slot*: kernel and signature), the
+Python wrapper ``run`` hands the driver the slots' entry addresses as an int64 array, and the driver calls
+each through ``_call(slot, addresses, (args...))``, an indirect call in numba's own calling convention (so a
+kernel's exception still reaches the caller). The driver stays cacheable: the addresses are an argument, not
+constants baked into its code.
+
+``NATIVE_CALLS`` is the text of that machinery as it is pasted into every generated CPU module (which must
+import with numpy and numba alone); the emitter fills ``_SLOTS`` in after its kernels.
+"""
+from ...ir.types import TensorType
+
+_NUMBA_DTYPES = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int32", "bool": "boolean"}
+
+NATIVE_CALLS = '''
+# ---- native calls: the driver reaches each kernel through its entry address (see nncc/codegen/cpu/native_calls.py)
+def _plain(ty):
+    """Array types up to flags that do not change how the array is passed (read-only, alignment)."""
+    return types.Array(ty.dtype, ty.ndim, ty.layout) if isinstance(ty, types.Array) else ty
+
+
+def _address(kernel, signature):
+    """Compile (or load from numba's cache) ``kernel`` for ``signature``; the address of its native entry."""
+    kernel.compile(signature)
+    compiled = kernel.overloads[sigutils.normalize_signature(signature)[0]]
+    return compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+
+
+@intrinsic
+def _call(typingctx, slot, addresses, args):
+    """Call slot ``slot`` of ``_SLOTS`` through ``addresses[slot]`` with the tuple ``args``."""
+    if not isinstance(slot, types.IntegerLiteral):
+        raise errors.RequireLiteralValue(slot)
+    kernel, signature = _SLOTS[slot.literal_value]
+    expected = sigutils.normalize_signature(signature)[0]
+    if tuple(map(_plain, args.types)) != tuple(expected):
+        raise errors.TypingError(f"slot {slot.literal_value} ({kernel.__name__}) takes {expected}, got {args}")
+
+    def codegen(context, builder, sig, llargs):
+        table = context.make_array(addresses)(context, builder, llargs[1])
+        address = builder.load(cgutils.gep(builder, table.data, slot.literal_value))
+        fnty = context.call_conv.get_function_type(types.none, expected)
+        callee = builder.inttoptr(address, fnty.as_pointer())
+        values = cgutils.unpack_tuple(builder, llargs[2], len(args))
+        status, _ = context.call_conv.call_function(builder, callee, types.none, expected, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+
+    return types.none(slot, addresses, args), codegen
+
+
+@intrinsic
+def _view(typingctx, arena, start, shape):
+    """``arena[start:start + prod(shape)].reshape(shape)`` as a C-contiguous array sharing the arena's memory:
+    the same view as numba's slicing and reshape, with a fraction of their code (and of the driver's compile)."""
+    result = types.Array(arena.dtype, len(shape), "C")
+
+    def codegen(context, builder, sig, args):
+        source = context.make_array(arena)(context, builder, args[0])
+        dims = cgutils.unpack_tuple(builder, args[2], len(shape))
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(arena.dtype)))
+        strides, stride = [], itemsize
+        for dim in reversed(dims):
+            strides.insert(0, stride)
+            stride = builder.mul(stride, dim)
+        view = context.make_array(result)(context, builder)
+        populate_array(view, data=builder.gep(source.data, [args[1]]), shape=dims, strides=strides,
+                       itemsize=itemsize, meminfo=source.meminfo)
+        return impl_ret_borrowed(context, builder, result, view._getvalue())
+
+    return result(arena, start, shape), codegen
+'''
+
+NATIVE_CALLS_IMPORTS = """from numba import errors, types
+from numba.core import cgutils, sigutils
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array"""
+
+WRAPPER = '''
+_addresses = None
+
+
+def run(*args):
+    """The graph's entry point: the driver, given the kernels' addresses (computed on the first call)."""
+    global _addresses
+    if _addresses is None:
+        _addresses = np.array([_address(kernel, signature) for kernel, signature in _SLOTS], np.int64)
+    return _run(*args, _addresses)
+'''
+
+
+def numba_type(t: TensorType) -> str:
+    """The numba type, in signature syntax, of a C-contiguous array of type ``t``: every array the driver
+    passes is one (inputs are made contiguous, buffers are fresh or arena slices, views are reshapes)."""
+    dtype = _NUMBA_DTYPES[t.dtype]
+    if t.rank == 0:
+        return f"Array({dtype}, 0, 'C')"
+    return f"{dtype}[{', '.join([':'] * (t.rank - 1) + ['::1'])}]"
+
+
+def signature(types_: list[TensorType]) -> str:
+    return f"void({', '.join(numba_type(t) for t in types_)})"
