@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import TensorType, dtype_of, is_float
-from .cuda_lowering import cuda_kernel, unravel
+from .cuda_lowering import Operand, cuda_kernel, tiled_gemm, unravel
 from .registry import OpDef, expect_rank, register
 
 
@@ -313,14 +313,118 @@ def _bwd_flops(node, sizes):
     return 2 * n * k * p * q * cg * r * s
 
 
-# ---- CUDA lowering: one thread per output element, direct loops ----------------------------------------------
+# ---- CUDA lowering: implicit GEMMs on the tiles of cuda_lowering.tiled_gemm ----------------------------------
+# Each op is one product per group t (T = groups) whose image-side operand is gathered from the arrays as the
+# tiles stage it: no im2col matrix is built. A depthwise convolution (one row or column per group's product)
+# keeps one thread per output element: its tile would use each gathered element for one output only, so the
+# staging would buy nothing, and all but one row (or column) of the tile's threads would idle.
+def _tile_pays(*extents: int) -> bool:
+    """Whether a tiled product with these static extents (of its per-group M, N) beats direct loops."""
+    return min(extents) > 1
+
+
+def _sizes(image: str, outputs: str, product: str) -> str:
+    """Setup lines: a comment stating group t's ``product``, and the extents the reads use (``image`` and
+    ``outputs`` have the conv's input and output shapes)."""
+    return f"""    # group t: {product}
+    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
+    H, W, P, Q = {image}.shape[2], {image}.shape[3], {outputs}.shape[2], {outputs}.shape[3]
+"""
+
+
+def _coords(index: str, names: tuple[str, str, str], inner: tuple[str, str]) -> str:
+    """A line splitting the flat ``index`` into three coordinates, the last two of extents ``inner`` (C order)."""
+    (a, b, c), (nb, nc) = names, inner
+    return f"    {a}, {b}, {c} = {index} // ({nb} * {nc}), {index} // {nc} % {nb}, {index} % {nc}"
+
+
+def _im2col(attrs, patch: str, pixel: str) -> Operand:
+    """Group t's im2col matrix of x, gathered: entry (``patch`` = (c, r, s), ``pixel`` = (n, p, q)) is
+    x[n, t*Cg + c, p*sh - ph + r*dh, q*sw - pw + s*dw], zero in the padding. x is contiguous along q, a
+    coordinate of the pixel."""
+    (sh, sw), (ph, pw), (dh, dw), _ = _geometry(attrs)
+    lines = [_coords(patch, ("c", "r", "s"), ("R", "S")), _coords(pixel, ("n", "p", "q"), ("P", "Q")),
+             f"    h, wc = p * {sh} - {ph} + r * {dh}, q * {sw} - {pw} + s * {dw}  # read by tap (r, s) of (p, q)"]
+    read = "x[n, t * Cg + c, h, wc] if 0 <= h < H and 0 <= wc < W else 0.0"
+    return Operand(read, pixel == "k", "\n".join(lines))
+
+
 def _forward_cuda(node, name):
-    (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
+    """out[n, t*Kg + row, p, q] = w[t*Kg + row, (c, r, s)] @ im2col(x)[(c, r, s), (n, p, q)] + b[t*Kg + row]:
+    M = Kg, N = batch*P*Q (the whole batch in one column space, so a batch of one still fills the tiles),
+    K = Cg*R*S."""
+    groups = _geometry(node.attrs)[3]
     has_bias = len(node.inputs) == 3
+    params = "x, w, b, out" if has_bias else "x, w, out"
+    if not _tile_pays(node.inputs[1].type.shape[0] // groups):
+        return _forward_direct_cuda(node, name, params)
+    product = "out[n, t*Kg + row, p, q] = w2[t*Kg + row, :] @ im2col(x)[:, (n, p, q)] (+ b)"
+    setup = _sizes("x", "out", product) + "    w2 = w.reshape((w.shape[0], Cg * R * S))\n"
+    dims = (str(groups), f"out.shape[1] // {groups}", "out.shape[0] * out.shape[2] * out.shape[3]", "Cg * R * S")
+    bias = " + b[t * M + row]" if has_bias else ""
+    store = _coords("col", ("n", "p", "q"), ("P", "Q")) + f"\n    out[n, t * M + row, p, q] = value{bias}"
+    return tiled_gemm(name, params, node.outputs[0].dtype, setup, dims, Operand("w2[t * M + j, k]", True),
+                      _im2col(node.attrs, "k", "j"), store)
+
+
+def _tap(offset: str, stride: int, size: str) -> tuple[str, str]:
+    """The output coordinate whose window reads a pixel at ``offset`` (pixel + padding - tap * dilation) from
+    the window's start, and the condition that there is one: ``offset`` a multiple of the stride, inside."""
+    if stride == 1:
+        return offset, f"0 <= {offset} < {size}"
+    return f"{offset} // {stride}", f"0 <= {offset} < {size} * {stride} and {offset} % {stride} == 0"
+
+
+def _backward_input_cuda(node, name, params="gy, w, x, out"):
+    """The gather form (no col2im, no atomics): out[n, t*Cg + row, h, wc] = sum over (k, r, s) of
+    w[t*Kg + k, row, r, s] * gy[n, t*Kg + k, p, q], where (p, q) is the output position whose tap (r, s) reads
+    (h, wc): M = Cg, N = batch*H*W, K = Kg*R*S. With a stride > 1 a tap reads only the pixels at multiples of
+    the stride and B holds zeros for the others (1 - 1/(sh*sw) of its entries): every stride runs the same
+    regular product rather than direct loops that skip them."""
+    (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
+    if not _tile_pays(node.inputs[1].type.shape[1]):
+        return _backward_input_direct_cuda(node, name, params)
+    product = "out[n, t*Cg + row, h, wc] = w3[t*Kg + k, row, (r, s)] @ gy[n, t*Kg + k, taps (r, s) of (h, wc)]"
+    setup = _sizes("out", "gy", product) + f"""    Kg = gy.shape[1] // {groups}
+    w3 = w.reshape((w.shape[0], Cg, R * S))
+"""
+    dims = (str(groups), f"out.shape[1] // {groups}", "out.shape[0] * out.shape[2] * out.shape[3]", "Kg * R * S")
+    (p, p_in), (q, q_in) = _tap("hp", sh, "P"), _tap("wp", sw, "Q")
+    lines = [_coords("k", ("co", "r", "s"), ("R", "S")), _coords("j", ("n", "h", "wc"), ("H", "W")),
+             f"    hp, wp = h + {ph} - r * {dh}, wc + {pw} - s * {dw}  # (p * sh, q * sw) if tap (r, s) of (p, q)"]
+    gathered = Operand(f"gy[n, t * Kg + co, {p}, {q}] if {p_in} and {q_in} else 0.0", False, "\n".join(lines))
+    store = _coords("col", ("n", "h", "wc"), ("H", "W")) + "\n    out[n, t * M + row, h, wc] = value"
+    return tiled_gemm(name, params, node.outputs[0].dtype, setup, dims,
+                      Operand("w3[t * Kg + k // (R * S), j, k % (R * S)]", True), gathered, store)
+
+
+def _backward_weight_cuda(node, name):
+    """out[t*Kg + row, (c, r, s)] = sum over (n, p, q) of gy[n, t*Kg + row, p, q] * im2col(x)[(c, r, s), (n, p, q)]:
+    M = Kg, N = Cg*R*S, K = batch*P*Q. K is long and M*N small, so the reduction is split: each unit of work
+    reduces one SLICE of K and adds its tile to the zeroed output atomically, and the grid has enough blocks."""
+    groups = _geometry(node.attrs)[3]
+    k_out, cg, r, s = node.inputs[2].type.shape
+    if not _tile_pays(k_out // groups, cg * r * s):
+        return _backward_weight_direct_cuda(node, name)
+    product = "out[t*Kg + row, (c, r, s)] += g3[n, t*Kg + row, (p, q)] @ im2col(x)[(c, r, s), (n, p, q)]"
+    setup = _sizes("x", "gy", product) + """    g3 = gy.reshape((gy.shape[0], gy.shape[1], P * Q))
+    o2 = out.reshape((out.shape[0], Cg * R * S))
+"""
+    dims = (str(groups), f"out.shape[0] // {groups}", "out.shape[1] * out.shape[2] * out.shape[3]",
+            "gy.shape[0] * gy.shape[2] * gy.shape[3]")
+    a = Operand("g3[k // (P * Q), t * M + j, k % (P * Q)]", True)
+    return tiled_gemm(name, "x, gy, w, out", node.outputs[0].dtype, setup, dims, a, _im2col(node.attrs, "j", "k"),
+                      "    cuda.atomic.add(o2, (t * M + row, col), value)", split_k=True, fill="out = 0.0")
+
+
+# Direct loops, for depthwise convolutions (see above).
+def _forward_direct_cuda(node, name, params):
+    """One thread per output element."""
+    (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
     body = unravel(["n", "k", "p", "q"], "out") + f"""    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     H, W = x.shape[2], x.shape[3]
     c0 = (k // (out.shape[1] // {groups})) * Cg
-    acc = {"b[k]" if has_bias else "0.0"}
+    acc = {"b[k]" if len(node.inputs) == 3 else "0.0"}
     for c in range(Cg):
         for r in range(R):
             h = p * {sh} - {ph} + r * {dh}
@@ -330,10 +434,10 @@ def _forward_cuda(node, name):
                     if wc >= 0 and wc < W:
                         acc += x[n, c0 + c, h, wc] * w[k, c, r, s]
     out[n, k, p, q] = acc"""
-    return cuda_kernel(name, "x, w, b, out" if has_bias else "x, w, out", "out.size", body)
+    return cuda_kernel(name, params, "out.size", body)
 
 
-def _backward_input_cuda(node, name, params="gy, w, x, out"):
+def _backward_input_direct_cuda(node, name, params):
     """Gather form: each input pixel sums the output positions whose windows cover it (no atomics)."""
     (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
     body = unravel(["n", "ci", "h", "wc"], "out") + f"""    K, P, Q = gy.shape[1], gy.shape[2], gy.shape[3]
@@ -356,7 +460,7 @@ def _backward_input_cuda(node, name, params="gy, w, x, out"):
     return cuda_kernel(name, params, "out.size", body)
 
 
-def _backward_weight_cuda(node, name):
+def _backward_weight_direct_cuda(node, name):
     """One thread per (sample, weight element) sums over the output positions; samples combine atomically."""
     (sh, sw), (ph, pw), (dh, dw), groups = _geometry(node.attrs)
     body = f"""    n = i // out.size
@@ -371,14 +475,13 @@ def _backward_weight_cuda(node, name):
     H, W = x.shape[2], x.shape[3]
     ci = (k // (K // {groups})) * out.shape[1] + c
     acc = 0.0
-    if True:
-        for p in range(P):
-            h = p * {sh} - {ph} + r * {dh}
-            if h >= 0 and h < H:
-                for q in range(Q):
-                    wc = q * {sw} - {pw} + s * {dw}
-                    if wc >= 0 and wc < W:
-                        acc += gy[n, k, p, q] * x[n, ci, h, wc]
+    for p in range(P):
+        h = p * {sh} - {ph} + r * {dh}
+        if h >= 0 and h < H:
+            for q in range(Q):
+                wc = q * {sw} - {pw} + s * {dw}
+                if wc >= 0 and wc < W:
+                    acc += gy[n, k, p, q] * x[n, ci, h, wc]
     cuda.atomic.add(out, (k, c, r, s), acc)"""
     return cuda_kernel(name, "x, gy, w, out", "out.size * x.shape[0]", body, fill="out = 0.0")
 

@@ -163,6 +163,39 @@ def test_tiled_matmul_covers_edge_tiles_and_transposes(op, a_shape, b_shape, ta,
     np.testing.assert_allclose(got.copy_to_host(), want, rtol=1e-5, atol=1e-5)
 
 
+# (x shape, w shape, attrs): under the simulator's tiles (SPAN 32, DEPTH 64, SLICE 128) the first has two row tiles
+# of K_out (34) and two stages of Cg*R*S (72), the second a batch of 1 and 9x8 outputs, the third a weight gradient
+# reduced in three slices (3*10*10 = 300 terms); the depthwise one keeps the direct kernels
+CONV_GEOMETRIES = {
+    "stride2-pad1": ((3, 8, 9, 9), (34, 8, 3, 3), {"stride": [2, 2], "padding": [1, 1]}),
+    "dilation2-groups2-batch1": ((1, 4, 11, 10), (6, 2, 3, 3), {"padding": [1, 1], "dilation": [2, 2], "groups": 2}),
+    "long-reduction": ((3, 2, 12, 12), (4, 2, 3, 3), {}),
+    "depthwise-stride2": ((3, 4, 6, 6), (4, 1, 3, 3), {"stride": [2, 1], "padding": [1, 0], "groups": 4}),
+}
+
+
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES)
+@pytest.mark.parametrize("op", ["conv2d", "conv2d_backward_input", "conv2d_backward_weight"])
+def test_tiled_convolutions_cover_edge_tiles_and_geometries(op, geometry):
+    """Each conv op alone against its float64 numpy reference: tiled (implicit GEMM) or, depthwise, direct."""
+    from numba import cuda
+
+    x_shape, w_shape, attrs = CONV_GEOMETRIES[geometry]
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    gy = rng.standard_normal(get_op("conv2d").reference([x, w], attrs)[0].shape)
+    arrays = {"conv2d": [x, w, rng.standard_normal(w_shape[0])], "conv2d_backward_input": [gy, w, x],
+              "conv2d_backward_weight": [x, gy, w]}[op]
+    gb = GraphBuilder("conv")
+    values = [gb.input(f"i{j}", TensorType("f32", a.shape)) for j, a in enumerate(arrays)]
+    program = Program(gb.finish([gb.add1(op, values, attrs)]), target="cuda")
+    tiled = "cuda.shared.array((SPAN, DEPTH), float32)" in program.emitted.source
+    assert tiled == (not geometry.startswith("depthwise"))
+    (got,) = program({v.name: cuda.to_device(a.astype(np.float32)) for v, a in zip(values, arrays)})
+    want = get_op(op).reference(arrays, attrs)[0]
+    np.testing.assert_allclose(got.copy_to_host(), want, rtol=1e-4, atol=1e-5)
+
+
 def test_trainer_prefetches_device_batches_and_matches_cpu():
     """The Trainer's prefetch thread copies each batch to the device; the run matches the CPU one."""
     rng = np.random.default_rng(6)
