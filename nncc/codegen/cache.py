@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
+from typing import Callable, Optional
 
 import numba
 
@@ -41,14 +42,16 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def load_generated(source: str) -> ModuleType:
-    """Import the module whose text is ``source``, writing it to the cache first if it is new."""
+def load_generated(source: str, on_new: Optional[Callable[[ModuleType, Path], None]] = None) -> ModuleType:
+    """Import the module whose text is ``source``, writing it to the cache first if it is new; then
+    ``on_new(module, path)`` runs, for a module whose compiled code cannot be in numba's cache yet."""
     key = source_key(source)
     name = f"nncc_{key}"
     if name in sys.modules:
         return sys.modules[name]
     path = cache_root() / key / f"{name}.py"
-    if not path.exists() or path.read_text() != source:
+    new = not path.exists() or path.read_text() != source
+    if new:
         write_atomically(path, source.encode())
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -58,4 +61,6 @@ def load_generated(source: str) -> ModuleType:
     except BaseException:
         del sys.modules[name]
         raise
+    if new and on_new is not None:
+        on_new(module, path)
     return module

@@ -143,28 +143,35 @@ def _bwd_weight_ref(xs, attrs):
 
 
 # ---- CPU lowering: per sample, a cache-resident im2col matrix and one BLAS product ------------------------------
-def _padded_src(attrs, image: str) -> str:
+# Stride and dilation are constants of the source (unit strides make the copies contiguous, vectorised loops);
+# the padding (ph, pw) is a run-time parameter, so convolutions differing only in padding share compiled code.
+def _padding(node) -> dict[str, int]:
+    ph, pw = _geometry(node.attrs)[1]
+    return {"ph": ph, "pw": pw}
+
+
+def _padded_src(image: str) -> str:
     """The shape of the zero-padded plane of array ``image`` that im2col reads from and col2im adds into."""
-    ph, pw = _geometry(attrs)[1]
-    return f"({image}.shape[2] + {2 * ph}, {image}.shape[3] + {2 * pw})"
+    return f"({image}.shape[2] + 2 * ph, {image}.shape[3] + 2 * pw)"
 
 
 def _im2col_src(name, attrs):
-    """``name(x, n, c0, R, S, P, Q, col, xp)``: col[(c*R + r)*S + s, p*Q + q] = xp[p*sh + r*dh, q*sw + s*dw],
-    where xp is channel c0 + c of sample n copied into a zero-padded plane (``xp``'s border stays zero). One
-    sample at a time, so the matrix stays in cache for the product. Every index is a non-negative offset
-    plus a loop variable: numba checks possibly negative indices for wraparound, which stops LLVM from
-    vectorising (a 24-float copy measured 35 ns indexed as src[q + shift] with shift < 0, 2 ns like this)."""
-    (sh, sw), (ph, pw), (dh, dw), _ = _geometry(attrs)
-    return f"""def {name}(x, n, c0, R, S, P, Q, col, xp):
+    """``name(x, n, c0, R, S, P, Q, col, xp, ph, pw)``: col[(c*R + r)*S + s, p*Q + q] = xp[p*sh + r*dh,
+    q*sw + s*dw], where xp is channel c0 + c of sample n copied into a zero-padded plane (``xp``'s border
+    stays zero). One sample at a time, so the matrix stays in cache for the product. Every index is a
+    loop variable or a constant plus one: numba checks possibly negative indices for wraparound, which stops
+    LLVM from vectorising (a 24-float copy measured 35 ns indexed as src[q + shift] with shift < 0, 2 ns like
+    this); the run-time padding offsets go into slices, checked once per row."""
+    (sh, sw), _, (dh, dw), _ = _geometry(attrs)
+    return f"""def {name}(x, n, c0, R, S, P, Q, col, xp, ph, pw):
     H, W = x.shape[2], x.shape[3]
     for c in range(col.shape[0] // (R * S)):
         plane = x[n, c0 + c]
         for h in range(H):
             src = plane[h]
-            dst = xp[h + {ph}]
+            dst = xp[h + ph, pw:pw + W]
             for w in range(W):
-                dst[w + {pw}] = src[w]
+                dst[w] = src[w]
         for r in range(R):
             for s in range(S):
                 row = col[(c * R + r) * S + s]
@@ -176,10 +183,10 @@ def _im2col_src(name, attrs):
 
 
 def _col2im_src(name, attrs):
-    """``name(dcol, out, n, c0, R, S, P, Q, gp)``: the adjoint of im2col: each column entry is added to its
-    pixel of the zero-padded plane ``gp``, whose interior then becomes channel c0 + c of sample n."""
-    (sh, sw), (ph, pw), (dh, dw), _ = _geometry(attrs)
-    return f"""def {name}(dcol, out, n, c0, R, S, P, Q, gp):
+    """``name(dcol, out, n, c0, R, S, P, Q, gp, ph, pw)``: the adjoint of im2col: each column entry is added to
+    its pixel of the zero-padded plane ``gp``, whose interior then becomes channel c0 + c of sample n."""
+    (sh, sw), _, (dh, dw), _ = _geometry(attrs)
+    return f"""def {name}(dcol, out, n, c0, R, S, P, Q, gp, ph, pw):
     H, W = out.shape[2], out.shape[3]
     for c in range(dcol.shape[0] // (R * S)):
         gp[...] = 0
@@ -193,10 +200,10 @@ def _col2im_src(name, attrs):
                         dst[s * {dw} + q * {sw}] += row[base + q]
         plane = out[n, c0 + c]
         for h in range(H):
-            src = gp[h + {ph}]
+            src = gp[h + ph, pw:pw + W]
             dst = plane[h]
             for w in range(W):
-                dst[w] = src[w + {pw}]"""
+                dst[w] = src[w]"""
 
 
 # The batch is cut into one chunk of samples per thread (prange: parallel when compiled with parallel=True);
@@ -235,7 +242,7 @@ for k in range(Kg):
         row[pq] += bias""" if has_bias else ""
     if epilogue:  # after the last group wrote its channels of sample n
         bias += f"\nif g == {groups - 1}:\n    {name}_epilogue(n, n + 1, {epilogue})"
-    params = ("x, w, b, out" if has_bias else "x, w, out") + (f", {epilogue}" if epilogue else "")
+    params = ("x, w, b, out" if has_bias else "x, w, out") + ", ph, pw" + (f", {epilogue}" if epilogue else "")
     return _im2col_src(f"{name}_im2col", node.attrs) + f"""
 
 
@@ -247,8 +254,8 @@ def {name}({params}):
     o3 = out.reshape((N, K, P * Q))
 """ + _THREADS + _chunked(groups, "wg = np.ascontiguousarray(w2[k0:k0 + Kg])",
                [("col", "(Cg * R * S, P * Q)", "np.empty", "x.dtype"),
-                ("xp", _padded_src(node.attrs, "x"), "np.zeros", "x.dtype")],
-               f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)\nnp.dot(wg, col, o3[n, k0:k0 + Kg])" + bias)
+                ("xp", _padded_src("x"), "np.zeros", "x.dtype")],
+               f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\nnp.dot(wg, col, o3[n, k0:k0 + Kg])" + bias)
 
 
 def _backward_weight_cpu(node, name):
@@ -258,17 +265,17 @@ def _backward_weight_cpu(node, name):
     return _im2col_src(f"{name}_im2col", node.attrs) + f"""
 
 
-def {name}(x, gy, w, out):
+def {name}(x, gy, w, out, ph, pw):
     N, K, P, Q = gy.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     Kg = K // {groups}
     CRS = Cg * R * S
     g3 = gy.reshape((N, K, P * Q))
 """ + _THREADS + _chunked(groups, "", [("col", "(CRS, P * Q)", "np.empty", "x.dtype"),
-                                        ("xp", _padded_src(node.attrs, "x"), "np.zeros", "x.dtype"),
+                                        ("xp", _padded_src("x"), "np.zeros", "x.dtype"),
                                         ("part", "(Kg, CRS)", "np.empty", "x.dtype"),
                                         ("acc", "(K, CRS)", "np.zeros", "x.dtype")],
-                               f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp)
+                               f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)
 np.dot(g3[n, k0:k0 + Kg], col.T, part)
 for k in range(Kg):
     dst = acc[k0 + k]
@@ -281,7 +288,7 @@ for k in range(Kg):
         o2 += acc_all[t]"""
 
 
-def _backward_input_cpu(node, name, params="gy, w, x, out"):
+def _backward_input_cpu(node, name, params="gy, w, x, out, ph, pw"):
     """Per sample: the column gradient w[group].T @ gy[n, group], added back to the pixels it came from."""
     groups = _geometry(node.attrs)[3]
     return _col2im_src(f"{name}_col2im", node.attrs) + f"""
@@ -295,8 +302,8 @@ def {name}({params}):
     g3 = gy.reshape((N, K, P * Q))
 """ + _THREADS + _chunked(groups, "wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)",
                [("dcol", "(Cg * R * S, P * Q)", "np.empty", "gy.dtype"),
-                ("gp", _padded_src(node.attrs, "out"), "np.empty", "gy.dtype")],
-               f"np.dot(wt, g3[n, k0:k0 + Kg], dcol)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp)")
+                ("gp", _padded_src("out"), "np.empty", "gy.dtype")],
+               f"np.dot(wt, g3[n, k0:k0 + Kg], dcol)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp, ph, pw)")
 
 
 def _flops(node, sizes):
@@ -487,11 +494,13 @@ def _backward_weight_direct_cuda(node, name):
 
 
 register(OpDef("conv2d", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _forward_cpu, "cuda": _forward_cuda},
-               flops=_flops, epilogue=True))
+               flops=_flops, epilogue=True, runtime_attrs=_padding))
 register(OpDef("conv2d_backward_input", "kernel", _bwd_input_infer, _bwd_input_ref,
-               lower={"cpu": _backward_input_cpu, "cuda": _backward_input_cuda}, flops=_bwd_flops))
+               lower={"cpu": _backward_input_cpu, "cuda": _backward_input_cuda}, flops=_bwd_flops,
+               runtime_attrs=_padding))
 register(OpDef("conv2d_backward_weight", "kernel", _bwd_weight_infer, _bwd_weight_ref,
-               lower={"cpu": _backward_weight_cpu, "cuda": _backward_weight_cuda}, flops=_bwd_flops))
+               lower={"cpu": _backward_weight_cpu, "cuda": _backward_weight_cuda}, flops=_bwd_flops,
+               runtime_attrs=_padding))
 
 
 # ---- conv_transpose2d(x, w) {stride, padding, dilation, groups, output_padding} ---------------------------------
@@ -534,6 +543,6 @@ def _transpose_vjp(b, node, grads, needs):
 
 
 register(OpDef("conv_transpose2d", "kernel", _transpose_infer, _transpose_ref, vjp=_transpose_vjp,
-               lower={"cpu": lambda node, name: _backward_input_cpu(node, name, "gy, w, out"),
+               lower={"cpu": lambda node, name: _backward_input_cpu(node, name, "gy, w, out, ph, pw"),
                       "cuda": lambda node, name: _backward_input_cuda(node, name, "gy, w, out")},
-               flops=_bwd_flops))
+               flops=_bwd_flops, runtime_attrs=_padding))

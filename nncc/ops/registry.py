@@ -39,6 +39,10 @@ class OpDef:
     # consumers the fusion pass gave it), calls {name}_epilogue(lo, hi, e0, e1, ...) on each finished range of
     # output rows, while they are still in cache
     epilogue: bool = False
+    # kernel: attributes its CPU lowering takes as trailing integer parameters (after the arrays, before any
+    # epilogue parameters) instead of constants in the source, so nodes differing only in them share one
+    # compiled kernel (conv padding: LeNet's two convolutions and their weight gradients); node -> name: value
+    runtime_attrs: Optional[Callable[[Any], dict[str, int]]] = None
 
     def infer_types(self, node) -> list[TensorType]:
         """Run the shape rule; ShapeError messages gain the node's description."""

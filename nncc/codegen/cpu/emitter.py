@@ -14,13 +14,14 @@ import numpy as np
 
 from ...ir.graph import Graph, Node, Value
 from ...ir.printer import format_attr, format_name
-from ...ir.types import TensorType, is_float
+from ...ir.types import TensorType, dtype_of, is_float
 from ...ops.registry import get_op
 from ...passes.fusion import Kernel
 from ...passes.memory import MemoryPlan
 from ..emitted import Emitted
 from ..naming import comment_text
-from .native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, WRAPPER, signature
+from .native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, WRAPPER, array_type, numba_type, signature
+from .parallel_compile import compile_module
 
 _NP_NAMES = {"f32": "np.float32", "f64": "np.float64", "i64": "np.int64", "i32": "np.int32", "bool": "np.bool_"}
 _JIT = '@njit(cache=True, error_model="numpy"{flags})'
@@ -98,10 +99,18 @@ class CpuEmitter:
             "",
         ]
         slots = "".join(f"\n    ({name}, {sig!r})," for name, sig in self.slots)
-        driver = [NATIVE_CALLS, f"_SLOTS = ({slots}\n)", "", "",
+        driver = [NATIVE_CALLS, f"_SLOTS = ({slots}\n)", f"_DRIVER_SIGNATURE = {self._driver_signature()!r}", "", "",
                   _JIT.format(flags=""), f"def _run({', '.join(args + const_args + ['addresses'])}):"]
         source = "\n".join(header + ["", "\n\n\n".join(self.functions), ""] + driver + self.lines + [WRAPPER])
-        return Emitted(source, "run", self.constants, len(self.by_source), self.memory, self._batch_source())
+        return Emitted(source, "run", self.constants, len(self.by_source), self.memory, self._batch_source(),
+                       on_new=compile_module)
+
+    def _driver_signature(self) -> str:
+        """The argument types ``run`` passes ``_run``, so a worker process can compile it (parallel_compile.py)."""
+        types_ = [numba_type(v.type) for v in self.graph.inputs]
+        types_ += [array_type(dtype_of(c.dtype), c.ndim) for c in self.constants]
+        types_ += [array_type(self.memory.dtype, 1)] if self.memory else []
+        return f"({', '.join(types_ + ['int64[::1]'])})"
 
     # ---- naming --------------------------------------------------------------------------------------------
     def _name_values(self) -> None:
@@ -193,16 +202,18 @@ class CpuEmitter:
                     self.lines.append(f"    {self.var[out]} = {self.var[donor]}")
                 else:
                     self._alloc(out)
-            values = node.inputs + node.outputs
+            values = node.inputs + node.outputs + _runtime_attrs(node)
         self.lines.append(self._call(name, values))
 
-    def _call(self, name: str, values: list[Value]) -> str:
-        """The driver line calling kernel ``name`` on ``values`` through its slot (one per signature)."""
-        slot = self.slots.setdefault((name, signature([v.type for v in values])), len(self.slots))
-        args = "".join(f"{self.var[v]}, " for v in values)
-        return f"    _call({slot}, addresses, ({args}))  # {name}"
+    def _call(self, name: str, args: list) -> str:
+        """The driver line calling kernel ``name`` on ``args`` (values, and integers of ``runtime_attrs``)
+        through its slot: one per kernel and signature."""
+        slot = self.slots.setdefault((name, signature([a if isinstance(a, int) else a.type for a in args])),
+                                     len(self.slots))
+        passed = "".join(f"{a if isinstance(a, int) else self.var[a]}, " for a in args)
+        return f"    _call({slot}, addresses, ({passed}))  # {name}"
 
-    def _anchor_with_epilogue(self, kernel: Kernel) -> tuple[str, list[Value]]:
+    def _anchor_with_epilogue(self, kernel: Kernel) -> tuple[str, list]:
         """An anchor op whose lowering calls ``KERNEL_epilogue(lo, hi, ...)``, the fused elementwise consumers,
         on each finished range [lo, hi) of its output's leading axis. The anchor's result keeps a buffer of its
         own even when only the epilogue reads it: written in place, the epilogue's loads and stores overlap,
@@ -219,7 +230,12 @@ class CpuEmitter:
         name = self._function(source, op.reassociate)
         for v in [result] + epi.outputs:
             self._alloc(v)
-        return name, anchor.inputs + anchor.outputs + epi.inputs + epi.outputs
+        return name, anchor.inputs + anchor.outputs + _runtime_attrs(anchor) + epi.inputs + epi.outputs
+
+
+def _runtime_attrs(node: Node) -> list[int]:
+    rule = get_op(node.op).runtime_attrs
+    return list(rule(node).values()) if rule else []
 
 
 def elementwise_source(kernel: Kernel, function: str = "KERNEL", rows: bool = False) -> str:

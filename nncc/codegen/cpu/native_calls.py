@@ -12,6 +12,8 @@ constants baked into its code.
 ``NATIVE_CALLS`` is the text of that machinery as it is pasted into every generated CPU module (which must
 import with numpy and numba alone); the emitter fills ``_SLOTS`` in after its kernels.
 """
+from typing import Union
+
 from ...ir.types import TensorType
 
 _NUMBA_DTYPES = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int32", "bool": "boolean"}
@@ -19,14 +21,15 @@ _NUMBA_DTYPES = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int
 NATIVE_CALLS = '''
 # ---- native calls: the driver reaches each kernel through its entry address (see nncc/codegen/cpu/native_calls.py)
 def _plain(ty):
-    """Array types up to flags that do not change how the array is passed (read-only, alignment)."""
-    return types.Array(ty.dtype, ty.ndim, ty.layout) if isinstance(ty, types.Array) else ty
+    """Types up to what does not change how a value is passed: array flags (read-only, alignment), literals."""
+    return types.Array(ty.dtype, ty.ndim, ty.layout) if isinstance(ty, types.Array) else types.unliteral(ty)
 
 
 def _address(kernel, signature):
     """Compile (or load from numba's cache) ``kernel`` for ``signature``; the address of its native entry."""
-    kernel.compile(signature)
-    compiled = kernel.overloads[sigutils.normalize_signature(signature)[0]]
+    argtypes = sigutils.normalize_signature(signature)[0]
+    kernel.compile(argtypes)  # types, not the string: numba's cache is keyed by what compile() is given
+    compiled = kernel.overloads[argtypes]
     return compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
 
 
@@ -95,14 +98,19 @@ def run(*args):
 '''
 
 
-def numba_type(t: TensorType) -> str:
-    """The numba type, in signature syntax, of a C-contiguous array of type ``t``: every array the driver
-    passes is one (inputs are made contiguous, buffers are fresh or arena slices, views are reshapes)."""
-    dtype = _NUMBA_DTYPES[t.dtype]
-    if t.rank == 0:
-        return f"Array({dtype}, 0, 'C')"
-    return f"{dtype}[{', '.join([':'] * (t.rank - 1) + ['::1'])}]"
+def array_type(dtype: str, rank: int) -> str:
+    """A C-contiguous array type in numba's signature syntax."""
+    if rank == 0:
+        return f"Array({_NUMBA_DTYPES[dtype]}, 0, 'C')"
+    return f"{_NUMBA_DTYPES[dtype]}[{', '.join([':'] * (rank - 1) + ['::1'])}]"
 
 
-def signature(types_: list[TensorType]) -> str:
+def numba_type(t: Union[TensorType, int]) -> str:
+    """The numba type, in signature syntax, of a C-contiguous array of type ``t`` (every array the driver
+    passes is one: inputs are made contiguous, buffers are fresh or arena slices, views are reshapes), or of
+    an integer argument."""
+    return "int64" if isinstance(t, int) else array_type(t.dtype, t.rank)
+
+
+def signature(types_: list[Union[TensorType, int]]) -> str:
     return f"void({', '.join(numba_type(t) for t in types_)})"

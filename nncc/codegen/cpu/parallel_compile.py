@@ -1,0 +1,98 @@
+"""Cold compiles on every core: the slots of a new CPU module compile in several processes at once.
+
+numba compiles one function at a time under a process-wide lock, so a cold LeNet training step kept one core
+busy for its ~20 kernels while the other sat idle. Here the calling process and ``jobs - 1`` worker processes
+share the work: each imports the module from its cache file (the same file, hence the same numba cache
+entries), then claims work items one by one, largest first, by creating a claim file (``O_EXCL``: exactly one
+process wins each item) and compiles what it claimed into numba's on-disk cache. Afterwards the calling
+process loads the workers' results from that cache like any warm start.
+
+A work item is one kernel with all its slots (numba keeps one cache index file per function, which two
+writers would clobber) or the driver. A worker that dies leaves its items uncompiled: the calling process
+then compiles them on first use and reports any error as usual.
+
+This file runs as a script in the workers (``python parallel_compile.py ...``), so it imports nothing of
+nncc: a worker starts in the time numba takes to import.
+"""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Optional
+
+#: below this many slots a worker's start (about 0.6 s: Python, numpy, numba) costs more than it saves
+MIN_SLOTS = 8
+DRIVER = "driver"
+
+
+def compile_jobs() -> int:
+    """Processes for a cold compile: ``NNCC_COMPILE_JOBS``, else the cores this process may run on."""
+    setting = os.environ.get("NNCC_COMPILE_JOBS", "").strip()
+    if setting:
+        try:
+            return max(1, int(setting))
+        except ValueError:
+            raise ValueError(f"NNCC_COMPILE_JOBS must be a whole number of processes, got {setting!r}") from None
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def compile_module(module: ModuleType, path: Path, jobs: Optional[int] = None) -> None:
+    """Compile every slot and the driver of the freshly written ``module`` (file ``path``) with ``jobs``
+    processes (default ``compile_jobs()``), this one included."""
+    jobs = compile_jobs() if jobs is None else jobs
+    if jobs < 2 or len(module._SLOTS) < MIN_SLOTS:
+        return
+    claims = path.parent / "claims"
+    command = [sys.executable, os.path.abspath(__file__), module.__name__, str(path)]
+    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(jobs - 1)]
+    try:
+        _work(module, claims)
+    finally:
+        for worker in workers:
+            worker.wait()
+        shutil.rmtree(claims, ignore_errors=True)
+
+
+def _work_items(module: ModuleType) -> list[str]:
+    """The kernels (by name) and the driver, largest source first: the last items to finish are small."""
+    size = {DRIVER: len(inspect.getsource(module._run.py_func))}
+    for kernel, _ in module._SLOTS:
+        helpers = [f for name, f in vars(module).items() if name.startswith(kernel.__name__ + "_")]
+        size[kernel.__name__] = sum(len(inspect.getsource(f.py_func)) for f in [kernel] + helpers)
+    return sorted(size, key=size.get, reverse=True)
+
+
+def _work(module: ModuleType, claims: Path) -> None:
+    claims.mkdir(exist_ok=True)
+    for item in _work_items(module):
+        try:
+            os.close(os.open(claims / item, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue  # another process has it
+        if item == DRIVER:
+            from numba.core import sigutils
+
+            module._run.compile(sigutils.normalize_signature(module._DRIVER_SIGNATURE)[0])
+        else:
+            for kernel, signature in module._SLOTS:
+                if kernel.__name__ == item:
+                    module._address(kernel, signature)
+
+
+def _worker(name: str, path: str) -> None:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    _work(module, Path(path).parent / "claims")
+
+
+if __name__ == "__main__":
+    _worker(*sys.argv[1:3])

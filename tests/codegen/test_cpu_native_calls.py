@@ -1,0 +1,126 @@
+"""The CPU driver calls kernels through their entry addresses (nncc/codegen/cpu/native_calls.py): errors
+raised in a kernel reach the caller, a call whose types differ from its slot's is refused at compile time,
+kernels differing only in run-time attributes share one compiled function, and a cold module's kernels
+compile in several processes (parallel_compile.py) with the same results."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numba import errors
+
+import nncc
+from nncc import nn
+from nncc.codegen.cache import load_generated
+from nncc.codegen.cpu import parallel_compile
+from nncc.codegen.cpu.native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, WRAPPER
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module(kernel: str, driver: str, slots: str, tag: str):
+    """A generated-style module: the native-call preamble, one kernel ``k0``, a driver and its slots."""
+    source = "\n".join([f"# native-call test {tag}", "import numpy as np", "from numba import njit",
+                        NATIVE_CALLS_IMPORTS, "", textwrap.dedent(kernel), NATIVE_CALLS, f"_SLOTS = ({slots},)",
+                        textwrap.dedent(driver), WRAPPER])
+    return load_generated(source)
+
+
+KERNEL = """
+@njit(cache=True)
+def k0(x, out):
+    if x.size == 3:
+        raise ValueError("k0 refuses three elements")
+    for i in range(x.size):
+        out[i] = 2 * x[i]
+"""
+
+
+def test_a_kernel_error_reaches_the_caller():
+    module = _module(KERNEL, """
+        @njit(cache=True)
+        def _run(x, addresses):
+            out = np.empty_like(x)
+            _call(0, addresses, (x, out))
+            return out
+        """, "(k0, 'void(float32[::1], float32[::1])')", "error")
+    np.testing.assert_array_equal(module.run(np.ones(4, np.float32)), np.full(4, 2, np.float32))
+    with pytest.raises(ValueError, match="refuses three"):
+        module.run(np.ones(3, np.float32))
+
+
+def test_a_call_with_other_types_than_its_slot_is_refused():
+    module = _module(KERNEL, """
+        @njit(cache=True)
+        def _run(x, addresses):
+            out = np.empty(x.shape, np.float64)
+            _call(0, addresses, (x, out))
+            return out
+        """, "(k0, 'void(float32[::1], float32[::1])')", "mismatch")
+    with pytest.raises(errors.TypingError, match=r"slot 0 \(k0\) takes"):
+        module.run(np.ones(4, np.float32))
+
+
+class TwoPaddings(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3, padding=1)
+        self.b = nn.Conv2d(2, 2, 3, padding=0)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_convolutions_differing_in_padding_share_one_kernel():
+    model = TwoPaddings()
+    fwd = nncc.compile(model, input_shape=(None, 1, 8, 8))
+    generated = sys.modules[fwd.program("forward").fn.__module__]
+    assert len(generated._SLOTS) == 1  # both convolutions: one kernel, one signature, padding passed at run time
+    assert ", 1, 1, ))  # k0" in fwd.source() and ", 0, 0, ))  # k0" in fwd.source()
+    x = np.random.default_rng(0).random((2, 1, 8, 8), np.float32)
+    np.testing.assert_allclose(fwd(x), model(x), rtol=1e-5, atol=1e-6)  # model(x): nncc.nn's numpy execution
+
+
+# run in fresh processes: within one, a module already imported is reused with its compiled kernels
+COLD_STEP = """
+import json, sys
+import numpy as np, nncc
+from nncc import nn
+from nncc.codegen.cpu.parallel_compile import MIN_SLOTS
+from parity.nncc_models import MODELS
+from runtime import optim
+rng = np.random.default_rng(0)
+x, y = rng.random((4, 1, 28, 28), np.float32), rng.integers(0, 10, 4)
+nncc.manual_seed(0)
+step = nncc.compile(MODELS["mlp"][0](), input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),
+                    optimizer=optim.SGD(lr=0.1, momentum=0.9))
+step.train_step(x, y)
+generated = sys.modules[step.program("train").fn.__module__]
+print(json.dumps({"slots": len(generated._SLOTS), "min_slots": MIN_SLOTS,
+                  "loaded": sum(sum(k.stats.cache_hits.values()) for k, _ in generated._SLOTS),
+                  "state": {k: v.tolist() for k, v in step.state_dict().items()}}))
+"""
+
+
+def test_a_cold_module_compiles_in_two_processes_with_the_same_results(tmp_path):
+    runs = {}
+    for jobs in ("1", "2"):
+        env = dict(os.environ, NNCC_CACHE_DIR=str(tmp_path / jobs), NNCC_COMPILE_JOBS=jobs,
+                   PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples"), str(ROOT / "tests")]))
+        out = subprocess.run([sys.executable, "-c", COLD_STEP], env=env, capture_output=True, text=True, check=True)
+        runs[jobs] = json.loads(out.stdout.strip().splitlines()[-1])
+        assert not list(tmp_path.glob(f"{jobs}/*/claims"))  # the claim files are cleaned up
+    assert runs["1"]["slots"] >= runs["1"]["min_slots"]
+    assert runs["1"]["loaded"] == 0  # one process alone compiles everything itself...
+    assert runs["2"]["loaded"] > 0  # ...with two, this one loads the worker's share from numba's cache
+    assert runs["1"]["state"] == runs["2"]["state"]
+
+
+def test_a_bad_compile_jobs_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("NNCC_COMPILE_JOBS", "many")
+    with pytest.raises(ValueError, match="NNCC_COMPILE_JOBS must be a whole number"):
+        parallel_compile.compile_jobs()
