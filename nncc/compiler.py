@@ -56,7 +56,9 @@ class Program:
         self.emitted = self.target.emit(self.graph, self.kernels, parallel, self.memory)
         self.timings["codegen"] = time.perf_counter() - start
         self.input_names = [v.name for v in self.graph.inputs]
+        start = time.perf_counter()  # imports the module; a new CPU one compiles in worker processes here
         self.fn = self.emitted.load()
+        self.timings["load"] = time.perf_counter() - start
         self.constants = [self.target.to_device(c) for c in self.emitted.constants]
         debug.report_program(self.graph.name, self)
         self._arenas: dict[int, np.ndarray] = {}  # batch size -> preallocated arena
