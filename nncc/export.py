@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 from typing import Union
 
+import numba
 import numpy as np
 
 from .codegen.cache import write_atomically
@@ -150,14 +151,17 @@ def _manifest(compiled, program) -> dict:
     arena = None if memory is None else {
         "dtype": str(memory.dtype_np), "per_sample": memory.per_sample_size, "static": memory.static_size,
         "batch_input": None if source is None else source[0], "batch_axis": None if source is None else source[1]}
-    return {"graph": program.graph.name, "entry": program.emitted.entry, "inputs": inputs, "arena": arena}
+    # the kernels' driver uses numba's calling convention (codegen/cpu/native_calls.py): say which numba made them
+    return {"graph": program.graph.name, "entry": program.emitted.entry, "inputs": inputs, "arena": arena,
+            "numba": numba.__version__}
 
 
 def _readme(package: str, manifest: dict) -> str:
     data = ", ".join(f"{s['name']}: {s['dtype']} {s['shape']}" for s in manifest["inputs"] if s["kind"] == "data")
     args = ", ".join(s["name"] for s in manifest["inputs"] if s["kind"] == "data")
     return (f"# {package}\n\nA model compiled by nncc: its forward (inference) pass only, no training. Needs only "
-            f"numpy, numba and scipy; nncc is not imported.\n\n"
+            f"numpy, numba and scipy; nncc is not imported. Generated with numba {manifest['numba']}: the kernels "
+            f"call each other in numba's internal calling convention, so use that numba version.\n\n"
             f"```python\nimport {package}                  # with this directory's parent on sys.path\n"
             f"y = {package}.forward({args})          # {data} (None: any batch size)\n"
             f"m = {package}.Model(\"trained.npz\")  # other weights with the same names and shapes\n```\n\n"

@@ -158,8 +158,8 @@ def _padded_src(image: str) -> str:
 def _im2col_src(name, attrs):
     """``name(x, n, c0, R, S, P, Q, col, xp, ph, pw)``: col[(c*R + r)*S + s, p*Q + q] = xp[p*sh + r*dh,
     q*sw + s*dw], where xp is channel c0 + c of sample n copied into a zero-padded plane (``xp``'s border
-    stays zero). One sample at a time, so the matrix stays in cache for the product. Every index is a
-    loop variable or a constant plus one: numba checks possibly negative indices for wraparound, which stops
+    stays zero). One sample at a time, so the matrix stays in cache for the product. Every index is a loop
+    variable, or one plus a constant: numba checks possibly negative indices for wraparound, which stops
     LLVM from vectorising (a 24-float copy measured 35 ns indexed as src[q + shift] with shift < 0, 2 ns like
     this); the run-time padding offsets go into slices, checked once per row."""
     (sh, sw), _, (dh, dw), _ = _geometry(attrs)

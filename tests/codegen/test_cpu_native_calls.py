@@ -90,7 +90,7 @@ COLD_STEP = """
 import json, sys
 import numpy as np, nncc
 from nncc import nn
-from nncc.codegen.cpu.parallel_compile import MIN_SLOTS
+from nncc.codegen.cpu.parallel_compile import MIN_ITEMS, _work_items
 from parity.nncc_models import MODELS
 from runtime import optim
 rng = np.random.default_rng(0)
@@ -100,7 +100,7 @@ step = nncc.compile(MODELS["mlp"][0](), input_shape=(None, 1, 28, 28), loss=nn.C
                     optimizer=optim.SGD(lr=0.1, momentum=0.9))
 step.train_step(x, y)
 generated = sys.modules[step.program("train").fn.__module__]
-print(json.dumps({"slots": len(generated._SLOTS), "min_slots": MIN_SLOTS,
+print(json.dumps({"items": len(_work_items(generated)), "min_items": MIN_ITEMS,
                   "loaded": sum(sum(k.stats.cache_hits.values()) for k, _ in generated._SLOTS),
                   "state": {k: v.tolist() for k, v in step.state_dict().items()}}))
 """
@@ -113,8 +113,8 @@ def test_a_cold_module_compiles_in_two_processes_with_the_same_results(tmp_path)
                    PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "examples"), str(ROOT / "tests")]))
         out = subprocess.run([sys.executable, "-c", COLD_STEP], env=env, capture_output=True, text=True, check=True)
         runs[jobs] = json.loads(out.stdout.strip().splitlines()[-1])
-        assert not list(tmp_path.glob(f"{jobs}/*/claims"))  # the claim files are cleaned up
-    assert runs["1"]["slots"] >= runs["1"]["min_slots"]
+        assert not list(tmp_path.glob(f"{jobs}/*/claims-*"))  # the claim files are cleaned up
+    assert runs["1"]["items"] >= runs["1"]["min_items"]
     assert runs["1"]["loaded"] == 0  # one process alone compiles everything itself...
     assert runs["2"]["loaded"] > 0  # ...with two, this one loads the worker's share from numba's cache
     assert runs["1"]["state"] == runs["2"]["state"]
@@ -124,3 +124,11 @@ def test_a_bad_compile_jobs_setting_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("NNCC_COMPILE_JOBS", "many")
     with pytest.raises(ValueError, match="NNCC_COMPILE_JOBS must be a whole number"):
         parallel_compile.compile_jobs()
+
+
+def test_an_arena_smaller_than_the_batch_needs_is_refused():
+    fwd = nncc.compile(TwoPaddings(), input_shape=(None, 1, 8, 8))
+    program = fwd.program("forward")
+    program._arenas[2] = np.empty(3, np.float32)  # what a caller of the generated run() might pass
+    with pytest.raises(ValueError, match="the arena is smaller than this batch needs"):
+        fwd(np.zeros((2, 1, 8, 8), np.float32))

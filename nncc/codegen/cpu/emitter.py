@@ -83,6 +83,7 @@ class CpuEmitter:
                 if isinstance(d, str) and d not in self.symbols:
                     self.symbols[d] = f"s{len(self.symbols)}"
                     self.lines.append(f"    {self.symbols[d]} = {self.var[v]}.shape[{axis}]")
+        self._check_arena()
         last_use = self._last_uses()
         for index, kernel in enumerate(self.kernels):
             self._emit_kernel(index, kernel, last_use)
@@ -104,6 +105,16 @@ class CpuEmitter:
         source = "\n".join(header + ["", "\n\n\n".join(self.functions), ""] + driver + self.lines + [WRAPPER])
         return Emitted(source, "run", self.constants, len(self.by_source), self.memory, self._batch_source(),
                        on_new=compile_module)
+
+    def _check_arena(self) -> None:
+        """The driver's arena views (``_view``) are not bounds-checked: the arena's size is, once."""
+        if not self.memory:
+            return
+        batch = self.symbols.get(self.memory.symbol) if self.memory.symbol else None
+        need = f"{self.memory.per_sample_size} * {batch} + {self.memory.static_size}" if batch \
+            else str(self.memory.static_size)
+        self.lines += [f"    if arena.size < {need}:",
+                       f'        raise ValueError("the arena is smaller than this batch needs ({need} elements)")']
 
     def _driver_signature(self) -> str:
         """The argument types ``run`` passes ``_run``, so a worker process can compile it (parallel_compile.py)."""

@@ -30,6 +30,8 @@ def _address(kernel, signature):
     argtypes = sigutils.normalize_signature(signature)[0]
     kernel.compile(argtypes)  # types, not the string: numba's cache is keyed by what compile() is given
     compiled = kernel.overloads[argtypes]
+    if compiled.signature.return_type != types.none:  # _call passes no room for a result
+        raise TypeError(f"kernel {kernel.__name__} returns {compiled.signature.return_type}; kernels return nothing")
     return compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
 
 
@@ -59,9 +61,12 @@ def _call(typingctx, slot, addresses, args):
 
 @intrinsic
 def _view(typingctx, arena, start, shape):
-    """``arena[start:start + prod(shape)].reshape(shape)`` as a C-contiguous array sharing the arena's memory:
-    the same view as numba's slicing and reshape, with a fraction of their code (and of the driver's compile)."""
-    result = types.Array(arena.dtype, len(shape), "C")
+    """``arena[start:start + prod(shape)].reshape(shape)`` as a C-contiguous array sharing the arena's memory,
+    with a fraction of numba's slicing and reshape code (and of the driver's compile), and without their bounds
+    checks: the driver checks the arena's size once, at its start."""
+    if not isinstance(arena, types.Array) or arena.ndim != 1 or arena.layout != "C":
+        raise errors.TypingError(f"_view needs a 1-D C-contiguous arena, got {arena}")
+    result = types.Array(arena.dtype, len(shape), "C", readonly=not arena.mutable)
 
     def codegen(context, builder, sig, args):
         source = context.make_array(arena)(context, builder, args[0])

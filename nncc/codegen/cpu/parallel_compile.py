@@ -22,12 +22,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
-#: below this many slots a worker's start (about 0.6 s: Python, numpy, numba) costs more than it saves
-MIN_SLOTS = 8
+#: below this many work items a worker's start (about 0.6 s: Python, numpy, numba) costs more than it saves
+MIN_ITEMS = 6
+#: workers beyond this many mostly wait for their numba import: a module has a few dozen work items at most
+MAX_JOBS = 8
 DRIVER = "driver"
 
 
@@ -44,20 +47,37 @@ def compile_jobs() -> int:
 
 def compile_module(module: ModuleType, path: Path, jobs: Optional[int] = None) -> None:
     """Compile every slot and the driver of the freshly written ``module`` (file ``path``) with ``jobs``
-    processes (default ``compile_jobs()``), this one included."""
-    jobs = compile_jobs() if jobs is None else jobs
-    if jobs < 2 or len(module._SLOTS) < MIN_SLOTS:
+    processes (default ``compile_jobs()``, at most ``MAX_JOBS``), this one included.
+
+    Nothing here raises for a kernel that does not compile: the module's first call compiles what is left
+    and reports the error there, whichever process met it first."""
+    items = _work_items(module)
+    jobs = min(compile_jobs() if jobs is None else jobs, MAX_JOBS, len(items))
+    if jobs < 2 or len(items) < MIN_ITEMS:
         return
-    claims = path.parent / "claims"
-    command = [sys.executable, os.path.abspath(__file__), module.__name__, str(path)]
-    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for _ in range(jobs - 1)]
+    claims = Path(tempfile.mkdtemp(dir=path.parent, prefix="claims-"))  # this call's own: others may run too
+    command = [sys.executable, os.path.abspath(__file__), module.__name__, str(path), str(claims)]
+    workers: list[subprocess.Popen] = []
     try:
-        _work(module, claims)
+        for _ in range(jobs - 1):
+            workers.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _work(module, items, claims)
+    except Exception:  # noqa: BLE001 - left to the first call, which compiles the rest and reports
+        pass
     finally:
-        for worker in workers:
-            worker.wait()
+        _finish(workers, interrupted=sys.exc_info()[0] is not None)
         shutil.rmtree(claims, ignore_errors=True)
+
+
+def _finish(workers: list[subprocess.Popen], interrupted: bool) -> None:
+    """Wait for the workers; on an interrupt stop them instead of waiting for the whole module."""
+    for worker in workers:
+        if interrupted:
+            worker.terminate()
+        try:
+            worker.wait(timeout=5 if interrupted else None)
+        except subprocess.TimeoutExpired:
+            worker.kill()
 
 
 def _work_items(module: ModuleType) -> list[str]:
@@ -69,13 +89,14 @@ def _work_items(module: ModuleType) -> list[str]:
     return sorted(size, key=size.get, reverse=True)
 
 
-def _work(module: ModuleType, claims: Path) -> None:
-    claims.mkdir(exist_ok=True)
-    for item in _work_items(module):
+def _work(module: ModuleType, items: list[str], claims: Path) -> None:
+    for item in items:
         try:
             os.close(os.open(claims / item, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             continue  # another process has it
+        except FileNotFoundError:
+            return  # the calling process is done and removed the claims
         if item == DRIVER:
             from numba.core import sigutils
 
@@ -86,13 +107,13 @@ def _work(module: ModuleType, claims: Path) -> None:
                     module._address(kernel, signature)
 
 
-def _worker(name: str, path: str) -> None:
+def _worker(name: str, path: str, claims: str) -> None:
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    _work(module, Path(path).parent / "claims")
+    _work(module, _work_items(module), Path(claims))
 
 
 if __name__ == "__main__":
-    _worker(*sys.argv[1:3])
+    _worker(*sys.argv[1:4])
