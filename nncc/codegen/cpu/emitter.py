@@ -110,7 +110,7 @@ class CpuEmitter:
         """The driver's arena views (``_view``) are not bounds-checked: the arena's size is, once."""
         if not self.memory:
             return
-        batch = self.symbols.get(self.memory.symbol) if self.memory.symbol else None
+        batch = self._arena_batch()
         need = f"{self.memory.per_sample_size} * {batch} + {self.memory.static_size}" if batch \
             else str(self.memory.static_size)
         self.lines += [f"    if arena.size < {need}:",
@@ -162,12 +162,16 @@ class CpuEmitter:
         if place is None:
             self.lines.append(f"    {self.var[v]} = np.empty({self._shape_expr(v.type)}, {_NP_NAMES[v.dtype]})")
             return
-        batch = self.symbols[self.memory.symbol] if self.memory.symbol else None
+        batch = self._arena_batch()
         if place.per_sample:
             start = f"{place.offset} * {batch}"
         else:  # after the per-sample part, which scales with the batch
             start = f"{self.memory.per_sample_size} * {batch} + {place.offset}" if batch else str(place.offset)
         self.lines.append(f"    {self.var[v]} = _view(arena, {start}, {self._shape_expr(v.type)})")
+
+    def _arena_batch(self) -> Optional[str]:
+        """The driver variable of the batch size the arena's per-sample part scales with (None: no such)."""
+        return self.symbols[self.memory.symbol] if self.memory.symbol else None
 
     def _function(self, source_with_placeholder: str, reassociate: bool = False) -> str:
         """Register a kernel function (deduplicated by source) and return its name."""
