@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    p = model_command("compile", "write a self-contained Python package (needs only numpy, numba, scipy)",
+    p = model_command("compile", "write a self-contained Python package (needs only numpy and numba)",
                       cmd_compile)
     p.add_argument("-o", "--output", required=True, help="package directory to write; its name is the package's")
     p = model_command("dump", "print the IR after a pass, the generated source, or statistics", cmd_dump)

@@ -29,7 +29,7 @@ import numpy as np
 from .codegen.cache import write_atomically
 from .errors import NNCCError, UnsupportedError
 
-_DRIVER = '''"""A model compiled by nncc (see README.md). Needs numpy, numba and scipy only.
+_DRIVER = '''"""A model compiled by nncc (see README.md). Needs numpy and numba only.
 
     y = forward(x)                    # the weights it was compiled with
     model = Model("other.npz")        # or weights of the same shapes, e.g. from `nncc train --out`
@@ -160,7 +160,7 @@ def _readme(package: str, manifest: dict) -> str:
     data = ", ".join(f"{s['name']}: {s['dtype']} {s['shape']}" for s in manifest["inputs"] if s["kind"] == "data")
     args = ", ".join(s["name"] for s in manifest["inputs"] if s["kind"] == "data")
     return (f"# {package}\n\nA model compiled by nncc: its forward (inference) pass only, no training. Needs only "
-            f"numpy, numba and scipy; nncc is not imported. Generated with numba {manifest['numba']}: the kernels "
+            f"numpy and numba; nncc is not imported. Generated with numba {manifest['numba']}: the kernels "
             f"call each other in numba's internal calling convention, so use that numba version.\n\n"
             f"```python\nimport {package}                  # with this directory's parent on sys.path\n"
             f"y = {package}.forward({args})          # {data} (None: any batch size)\n"

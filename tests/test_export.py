@@ -5,10 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import llvmlite
 import numba
 import numpy as np
 import pytest
-import scipy
 
 import nncc
 from nncc.errors import NNCCError
@@ -26,11 +26,12 @@ else:
 
 
 def run_isolated(code: str, package_parent: Path, cwd: Path) -> subprocess.CompletedProcess:
-    """Run ``code`` where only numpy, numba, scipy and ``package_parent`` are importable: -I ignores PYTHON*
+    """Run ``code`` where only numpy, numba, llvmlite and ``package_parent`` are importable: -I ignores PYTHON*
     variables, the current directory and the user site; -S skips site-packages (and so the editable nncc
-    install), whose numpy, numba and scipy are put back on sys.path by hand."""
-    deps = sorted({str(Path(m.__file__).parents[1]) for m in (np, numba, scipy)})
-    prelude = f"import sys\nsys.path[:0] = {[*deps, str(package_parent)]!r}\n" + NO_NNCC
+    install), whose numpy, numba and llvmlite are put back on sys.path by hand; SciPy, installed beside them, is
+    blocked."""
+    deps = sorted({str(Path(m.__file__).parents[1]) for m in (np, numba, llvmlite)})
+    prelude = f"import sys\nsys.path[:0] = {[*deps, str(package_parent)]!r}\nsys.modules['scipy'] = None\n" + NO_NNCC
     return subprocess.run([sys.executable, "-I", "-S", "-c", prelude + code], capture_output=True, text=True,
                           cwd=cwd, timeout=300)
 

@@ -255,12 +255,12 @@ def {name}({params}):
 """ + _THREADS + _chunked(groups, "wg = np.ascontiguousarray(w2[k0:k0 + Kg])",
                [("col", "(Cg * R * S, P * Q)", "np.empty", "x.dtype"),
                 ("xp", _padded_src("x"), "np.zeros", "x.dtype")],
-               f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\nnp.dot(wg, col, o3[n, k0:k0 + Kg])" + bias)
+               f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\n_gemm(wg, col, o3[n, k0:k0 + Kg], 0.0)" + bias)
 
 
 def _backward_weight_cpu(node, name):
-    """Per sample: gw[group rows] += gy[n, group rows] @ im2col(x[n]).T into the chunk's own partial sum, so
-    nothing batch-sized is built; the partial sums are added up at the end."""
+    """Per sample: gw[group rows] += gy[n, group rows] @ im2col(x[n]).T, accumulated by BLAS (beta = 1) into
+    the chunk's own partial sum, so nothing batch-sized is built; the partial sums are added up at the end."""
     groups = _geometry(node.attrs)[3]
     return _im2col_src(f"{name}_im2col", node.attrs) + f"""
 
@@ -273,15 +273,9 @@ def {name}(x, gy, w, out, ph, pw):
     g3 = gy.reshape((N, K, P * Q))
 """ + _THREADS + _chunked(groups, "", [("col", "(CRS, P * Q)", "np.empty", "x.dtype"),
                                         ("xp", _padded_src("x"), "np.zeros", "x.dtype"),
-                                        ("part", "(Kg, CRS)", "np.empty", "x.dtype"),
                                         ("acc", "(K, CRS)", "np.zeros", "x.dtype")],
                                f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)
-np.dot(g3[n, k0:k0 + Kg], col.T, part)
-for k in range(Kg):
-    dst = acc[k0 + k]
-    src = part[k]
-    for j in range(CRS):
-        dst[j] += src[j]""") + """
+_gemm(g3[n, k0:k0 + Kg], col.T, acc[k0:k0 + Kg], 1.0)""") + """
     o2 = out.reshape((K, CRS))
     o2[...] = 0
     for t in range(T):
@@ -303,7 +297,7 @@ def {name}({params}):
 """ + _THREADS + _chunked(groups, "wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)",
                [("dcol", "(Cg * R * S, P * Q)", "np.empty", "gy.dtype"),
                 ("gp", _padded_src("out"), "np.empty", "gy.dtype")],
-               f"np.dot(wt, g3[n, k0:k0 + Kg], dcol)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp, ph, pw)")
+               f"_gemm(wt, g3[n, k0:k0 + Kg], dcol, 0.0)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp, ph, pw)")
 
 
 def _flops(node, sizes):

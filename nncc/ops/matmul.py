@@ -1,4 +1,4 @@
-"""matmul {transpose_a, transpose_b}: 2-D matrix product, lowered to BLAS (numba's np.dot, via SciPy)."""
+"""matmul {transpose_a, transpose_b}: 2-D matrix product, lowered to BLAS (``_gemm``: numpy's BLAS, codegen/cpu/blas.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -54,8 +54,8 @@ def _cpu(node, name, epilogue: str = ""):
     a = "a.T" if node.attrs.get("transpose_a") else "a"
     b = "b.T" if node.attrs.get("transpose_b") else "b"
     if not epilogue:
-        return f"def {name}(a, b, out):\n    np.dot({a}, {b}, out)"
-    return (f"def {name}(a, b, out, {epilogue}):\n    np.dot({a}, {b}, out)\n"
+        return f"def {name}(a, b, out):\n    _gemm({a}, {b}, out, 0.0)"
+    return (f"def {name}(a, b, out, {epilogue}):\n    _gemm({a}, {b}, out, 0.0)\n"
             f"    {name}_epilogue(0, out.shape[0], {epilogue})")
 
 
@@ -128,7 +128,7 @@ def _batch_cpu(node, name):
     b = "b3[i % b3.shape[0]].T" if node.attrs.get("transpose_b") else "b3[i % b3.shape[0]]"
     return f"""def {name}(a, b, out):
 {_mats(node)}    for i in range(out3.shape[0]):
-        np.dot({a}, {b}, out3[i])"""
+        _gemm({a}, {b}, out3[i], 0.0)"""
 
 
 def _batch_cuda(node, name):
