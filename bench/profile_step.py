@@ -1,7 +1,7 @@
 """Time of each kernel of the LeNet training step: the generated driver run from Python with a timer around
-every kernel call (CPU time, so other load on the machine counts less).
+every kernel call (wall time: the convolutions run their chunks of the batch on several threads).
 
-    OPENBLAS_NUM_THREADS=1 python bench/profile_step.py [--batch 64] [--steps 30]
+    python bench/profile_step.py [--batch 64] [--steps 30]
 
 Each kernel call is labelled by the IR nodes it runs (``conv2d+relu``), as the driver's comments name them,
 and by its function; the sum over kernels is close to the compiled step's own time (each Python call adds a
@@ -29,13 +29,13 @@ def timed_driver(source: str) -> str:
     lines[start - 1] = ""  # the driver's decorator: run it in Python
     out, ops = [], []
     for i, line in enumerate(lines):
-        call = re.match(r"    _call\(\d+, addresses, \((.*)\)\)  # (k\d+)$", line) if i > start else None
+        call = re.match(r"    _call\((k\d+), addresses, \((.*)\)\)$", line) if i > start else None
         if i > start and line.strip().startswith("# %"):
             ops.append(line.split(" = ", 1)[1].split("(")[0])
         if call:
-            key = f"{'+'.join(ops)} {call.group(2)}"
-            out += ["    _t = _time.process_time()", f"    {call.group(2)}({call.group(1)})",
-                    f"    _T[{key!r}] += _time.process_time() - _t"]
+            key = f"{'+'.join(ops)} {call.group(1)}"
+            out += ["    _t = _time.perf_counter()", f"    {call.group(1)}({call.group(2)})",
+                    f"    _T[{key!r}] += _time.perf_counter() - _t"]
             ops = []
         else:
             out.append(line)
@@ -71,14 +71,15 @@ def main() -> None:
         run_args = [feeds[n] for n in program.input_names] + list(program.constants)
         if program.emitted.memory is not None:
             run_args.append(program._arena(run_args))
-        module._run(*run_args, None)  # compiles the kernels of this copy, called from Python
+        addresses = np.array([module._address(k, sig) for k, sig in module._SLOTS], np.int64)  # for chunked kernels
+        module._run(*run_args, addresses)  # compiles the kernels of this copy, called from Python
         module._T.clear()
         for _ in range(args.steps):
-            module._run(*run_args, None)
-        start = time.process_time()
+            module._run(*run_args, addresses)
+        start = time.perf_counter()
         for _ in range(args.steps):
             step.train_step(x, y)
-        compiled = (time.process_time() - start) / args.steps
+        compiled = (time.perf_counter() - start) / args.steps
     total = sum(module._T.values()) / args.steps
     print(f"batch {args.batch}: kernels {total * 1e3:.2f} ms per step; the compiled step {compiled * 1e3:.2f} ms "
           f"({args.batch / compiled:.0f} img/s)")

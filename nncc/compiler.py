@@ -105,7 +105,7 @@ class CompiledModule:
         self.fuse = fuse
         self.parallel = parallel
         self.device = get_target(target)  # fails here, clearly, when the target cannot run
-        if parallel and self.device.name == "cpu":
+        if self.device.name == "cpu":  # kernels run their batch chunks on numba's threads, BLAS inside each
             one_blas_thread_for_kernels()
         self.name = name or type(model).__name__.lower()
         self.params = {n: self.device.to_device(np.array(p)) for n, p in model.named_parameters()}
@@ -342,8 +342,9 @@ def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, o
     ``input_shape`` is a tuple (or list of tuples) whose ``None`` dims are the symbolic batch size ``N``;
     spec and ONNX files carry their own, and so do Modules with ``input_shape`` and ``input_dtypes``
     attributes (an imported ONNX model). ``fuse=False`` turns fusion off (one kernel per op);
-    ``parallel=True`` runs CPU kernels' batch loops on numba's thread pool (and sets the BLAS those kernels call,
-    SciPy's, to one thread for the process; see ``codegen/cpu/blas_threads.py``). Example::
+    CPU convolutions split the batch across numba's threads (``ops/cpu_chunks.py``), and the BLAS their chunks
+    call, numpy's, is set to one thread for the process (``codegen/cpu/blas_threads.py``); ``parallel=True``
+    also runs the other CPU kernels' batch loops on numba's threads, at about 1 s more compile per kernel. Example::
 
         fwd = nncc.compile(model, input_shape=(None, 1, 28, 28))
         step = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),

@@ -9,11 +9,11 @@ negative and LLVM vectorises the copies. BENCHMARKS.md has the measurements behi
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import TensorType, dtype_of, is_float
+from .cpu_chunks import chunked_kernel
 from .cuda_lowering import Operand, cuda_kernel, tiled_gemm, unravel
 from .registry import OpDef, expect_rank, register
 
@@ -206,28 +206,31 @@ def _col2im_src(name, attrs):
                 dst[w] = src[w]"""
 
 
-# The batch is cut into one chunk of samples per thread (prange: parallel when compiled with parallel=True);
-# each chunk has its own scratch matrices, allocated for all chunks before the loop and picked by chunk
-# index: numba hoists an allocation out of a prange body, which would share one scratch matrix between
-# threads. The per-sample BLAS products are small enough that OpenBLAS runs each on the calling thread.
-# numba's get_num_threads() inside a kernel would make it uncacheable (a ctypes global): the chunk count is
-# fixed when the source is generated, so it is part of the cache key.
-_THREADS = f"    T = max(1, min(N, {numba.config.NUMBA_NUM_THREADS}))  # chunks of the batch\n"
-_CHUNKS = """{scratch}    for g in range({groups}):
+# Each op is a chunked kernel (cpu_chunks.py): the batch is cut into one chunk of samples per thread, and each
+# chunk, with scratch matrices of its own, runs its samples one at a time around one BLAS product per group.
+_CHUNK = """def {name}_chunk(t, T, {params}, partial):
+{setup}    lo, hi = t * N // T, (t + 1) * N // T
+{scratch}    for g in range({groups}):
         k0 = g * Kg
-{per_group}        for t in prange(T):
-{mine}
-            for n in range(t * N // T, (t + 1) * N // T):
+{per_group}        for n in range(lo, hi):
 {per_sample}"""
 
 
-def _chunked(groups: int, per_group: str, scratch: list[tuple[str, str, str, str]], per_sample: str) -> str:
-    """``scratch``: (name, shape, np.empty or np.zeros, dtype) of each per-chunk matrix."""
+def _chunked(node, name: str, params: str, setup: str, scratch: list[tuple[str, str, str]], per_group: str,
+             per_sample: str, reduced: bool = False) -> str:
+    """The chunk and kernel functions of conv op ``node``. ``setup`` binds N, K, P, Q, Cg, R, S and Kg from the
+    params; ``scratch``: (name, shape, np.empty or np.zeros) of each per-chunk matrix, in the input's dtype."""
     indent = lambda text, pad: "".join(pad + line + "\n" for line in text.strip("\n").split("\n")) if text else ""
-    allocs = "".join(f"    {n}_all = {fill}((T,) + {shape}, {dtype})\n" for n, shape, fill, dtype in scratch)
-    mine = "\n".join(f"            {n} = {n}_all[t]" for n, _, _, _ in scratch)
-    return _CHUNKS.format(groups=groups, scratch=allocs, per_group=indent(per_group, "        "), mine=mine,
-                          per_sample=indent(per_sample, "                ").rstrip("\n"))
+    groups = _geometry(node.attrs)[3]
+    allocs = "".join(f"    {n} = {fill}({shape}, {params.split(',')[0]}.dtype)\n" for n, shape, fill in scratch)
+    chunk = _CHUNK.format(name=name, params=params, setup=setup, scratch=allocs, groups=groups,
+                          per_group=indent(per_group, "        "), per_sample=indent(per_sample, "            "))
+    return chunk + "\n\n" + chunked_kernel(name, params, "gy.shape[0]" if reduced else "out.shape[0]", reduced)
+
+
+_SIZES = """    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
+    Kg = K // {groups}
+"""
 
 
 def _forward_cpu(node, name, epilogue: str = ""):
@@ -243,61 +246,36 @@ for k in range(Kg):
     if epilogue:  # after the last group wrote its channels of sample n
         bias += f"\nif g == {groups - 1}:\n    {name}_epilogue(n, n + 1, {epilogue})"
     params = ("x, w, b, out" if has_bias else "x, w, out") + ", ph, pw" + (f", {epilogue}" if epilogue else "")
-    return _im2col_src(f"{name}_im2col", node.attrs) + f"""
-
-
-def {name}({params}):
-    N, K, P, Q = out.shape
-    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
-    Kg = K // {groups}
-    w2 = w.reshape((K, Cg * R * S))
-    o3 = out.reshape((N, K, P * Q))
-""" + _THREADS + _chunked(groups, "wg = np.ascontiguousarray(w2[k0:k0 + Kg])",
-               [("col", "(Cg * R * S, P * Q)", "np.empty", "x.dtype"),
-                ("xp", _padded_src("x"), "np.zeros", "x.dtype")],
-               f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\n_gemm(wg, col, o3[n, k0:k0 + Kg], 0.0)" + bias)
+    setup = "    N, K, P, Q = out.shape\n" + _SIZES.format(groups=groups) + \
+        "    w2 = w.reshape((K, Cg * R * S))\n    o3 = out.reshape((N, K, P * Q))\n"
+    return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
+        node, name, params, setup, [("col", "(Cg * R * S, P * Q)", "np.empty"), ("xp", _padded_src("x"), "np.zeros")],
+        "wg = np.ascontiguousarray(w2[k0:k0 + Kg])",
+        f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\n_gemm(wg, col, o3[n, k0:k0 + Kg], 0.0)" + bias)
 
 
 def _backward_weight_cpu(node, name):
     """Per sample: gw[group rows] += gy[n, group rows] @ im2col(x[n]).T, accumulated by BLAS (beta = 1) into
-    the chunk's own partial sum, so nothing batch-sized is built; the partial sums are added up at the end."""
+    the chunk's row of partial sums, so nothing batch-sized is built; the kernel adds the rows up."""
     groups = _geometry(node.attrs)[3]
-    return _im2col_src(f"{name}_im2col", node.attrs) + f"""
-
-
-def {name}(x, gy, w, out, ph, pw):
-    N, K, P, Q = gy.shape
-    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
-    Kg = K // {groups}
-    CRS = Cg * R * S
-    g3 = gy.reshape((N, K, P * Q))
-""" + _THREADS + _chunked(groups, "", [("col", "(CRS, P * Q)", "np.empty", "x.dtype"),
-                                        ("xp", _padded_src("x"), "np.zeros", "x.dtype"),
-                                        ("acc", "(K, CRS)", "np.zeros", "x.dtype")],
-                               f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)
-_gemm(g3[n, k0:k0 + Kg], col.T, acc[k0:k0 + Kg], 1.0)""") + """
-    o2 = out.reshape((K, CRS))
-    o2[...] = 0
-    for t in range(T):
-        o2 += acc_all[t]"""
+    setup = "    N, K, P, Q = gy.shape\n" + _SIZES.format(groups=groups) + \
+        "    g3 = gy.reshape((N, K, P * Q))\n    acc = partial[t].reshape((K, Cg * R * S))\n"
+    return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
+        node, name, "x, gy, w, out, ph, pw", setup,
+        [("col", "(Cg * R * S, P * Q)", "np.empty"), ("xp", _padded_src("x"), "np.zeros")], "",
+        f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)
+_gemm(g3[n, k0:k0 + Kg], col.T, acc[k0:k0 + Kg], 1.0)""", reduced=True)
 
 
 def _backward_input_cpu(node, name, params="gy, w, x, out, ph, pw"):
     """Per sample: the column gradient w[group].T @ gy[n, group], added back to the pixels it came from."""
     groups = _geometry(node.attrs)[3]
-    return _col2im_src(f"{name}_col2im", node.attrs) + f"""
-
-
-def {name}({params}):
-    N, K, P, Q = gy.shape
-    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
-    Kg = K // {groups}
-    w2 = w.reshape((K, Cg * R * S))
-    g3 = gy.reshape((N, K, P * Q))
-""" + _THREADS + _chunked(groups, "wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)",
-               [("dcol", "(Cg * R * S, P * Q)", "np.empty", "gy.dtype"),
-                ("gp", _padded_src("out"), "np.empty", "gy.dtype")],
-               f"_gemm(wt, g3[n, k0:k0 + Kg], dcol, 0.0)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp, ph, pw)")
+    setup = "    N, K, P, Q = gy.shape\n" + _SIZES.format(groups=groups) + \
+        "    w2 = w.reshape((K, Cg * R * S))\n    g3 = gy.reshape((N, K, P * Q))\n"
+    return _col2im_src(f"{name}_col2im", node.attrs) + "\n\n\n" + _chunked(
+        node, name, params, setup, [("dcol", "(Cg * R * S, P * Q)", "np.empty"), ("gp", _padded_src("out"), "np.empty")],
+        "wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)",
+        f"_gemm(wt, g3[n, k0:k0 + Kg], dcol, 0.0)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp, ph, pw)")
 
 
 def _flops(node, sizes):

@@ -45,7 +45,7 @@ def test_a_kernel_error_reaches_the_caller():
         @njit(cache=True)
         def _run(x, addresses):
             out = np.empty_like(x)
-            _call(0, addresses, (x, out))
+            _call(k0, addresses, (x, out))
             return out
         """, "(k0, 'void(float32[::1], float32[::1])')", "error")
     np.testing.assert_array_equal(module.run(np.ones(4, np.float32)), np.full(4, 2, np.float32))
@@ -58,10 +58,10 @@ def test_a_call_with_other_types_than_its_slot_is_refused():
         @njit(cache=True)
         def _run(x, addresses):
             out = np.empty(x.shape, np.float64)
-            _call(0, addresses, (x, out))
+            _call(k0, addresses, (x, out))
             return out
         """, "(k0, 'void(float32[::1], float32[::1])')", "mismatch")
-    with pytest.raises(errors.TypingError, match=r"slot 0 \(k0\) takes"):
+    with pytest.raises(errors.TypingError, match=r"no slot of k0 takes .*float64.*; its slots take"):
         module.run(np.ones(4, np.float32))
 
 
@@ -79,8 +79,10 @@ def test_convolutions_differing_in_padding_share_one_kernel():
     model = TwoPaddings()
     fwd = nncc.compile(model, input_shape=(None, 1, 8, 8))
     generated = sys.modules[fwd.program("forward").fn.__module__]
-    assert len(generated._SLOTS) == 1  # both convolutions: one kernel, one signature, padding passed at run time
-    assert ", 1, 1, ))  # k0" in fwd.source() and ", 0, 0, ))  # k0" in fwd.source()
+    # both convolutions: one kernel and its chunk function, one signature each, the padding passed at run time
+    assert [kernel.__name__ for kernel, _ in generated._SLOTS] == ["k0_chunk", "k0"]
+    calls = [line for line in fwd.source().splitlines() if line.startswith("    _call(k0, addresses, (")]
+    assert len(calls) == 2 and ", 1, 1, addresses, ))" in calls[0] and ", 0, 0, addresses, ))" in calls[1]
     x = np.random.default_rng(0).random((2, 1, 8, 8), np.float32)
     np.testing.assert_allclose(fwd(x), model(x), rtol=1e-5, atol=1e-6)  # model(x): nncc.nn's numpy execution
 

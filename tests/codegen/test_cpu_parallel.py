@@ -1,11 +1,13 @@
-"""parallel=True: the CPU kernels' batch loops on numba's thread pool give the serial kernels' results, and the
-BLAS that those kernels call (numpy's) is left with one thread."""
+"""Threads on the CPU: by default the convolutions run their batch in chunks on numba's threads (compiled with
+prange-only parallel options) and the BLAS they call, numpy's, is left with one thread; parallel=True also
+runs the other kernels' batch loops on numba's threads, with the same results."""
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 import nncc
 from nncc import nn
 from nncc.codegen.cpu.blas_threads import _numpy_dirs
+from nncc.ops.cpu_chunks import CHUNK_LOOP, PRANGE_ONLY
 from parity.nncc_models import MODELS
 
 
@@ -14,17 +16,20 @@ def _numpy_blas_threads() -> list[int]:
             if lib.filepath.startswith(_numpy_dirs())]
 
 
-def test_parallel_kernels_match_the_serial_ones_and_use_one_blas_thread():
+def test_parallel_kernels_match_the_default_ones_and_blas_keeps_one_thread():
     nncc.manual_seed(0)
     model = MODELS["lenet"][0]()
-    parallel = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(), parallel=True)
+    default = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss())
     assert _numpy_blas_threads() == [1]
-    serial = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss())
-    assert "parallel=True" in parallel.source("grad") and "parallel=True" not in serial.source("grad")
+    parallel = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(), parallel=True)
+    for source in (default.source("grad"), parallel.source("grad")):
+        assert source.count(CHUNK_LOOP) == 3  # conv forward, input and weight gradients
+        assert source.count(f"parallel={PRANGE_ONLY}") == 3
+    assert "parallel=True" in parallel.source("grad") and "parallel=True" not in default.source("grad")
     rng = np.random.default_rng(0)
     x, y = rng.random((5, 1, 28, 28), np.float32), rng.integers(0, 10, 5)
     loss, grads = parallel.grad(x, y)
-    want_loss, want = serial.grad(x, y)
+    want_loss, want = default.grad(x, y)
     assert abs(loss - want_loss) <= 1e-6 * abs(want_loss)
     for name, g in want.items():
         np.testing.assert_allclose(grads[name], g, rtol=1e-5, atol=1e-6, err_msg=name)

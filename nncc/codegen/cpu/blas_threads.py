@@ -1,9 +1,10 @@
-"""One BLAS thread inside parallel kernels.
+"""One BLAS thread beside numba's threads.
 
-Kernels compiled with ``parallel=True`` run their batch loops on numba's thread pool, one chunk of samples
-per core, and call BLAS (numpy's, see blas.py) from each chunk. If that BLAS keeps its own threads too, the
-two pools fight over the cores: on 2 cores the LeNet training step fell from 10k to 1.7k img/s, while with one
-BLAS thread the parallel step ran at 22.5k against 13.8k serial (batch 64). Setting the thread count per call
+CPU convolutions run their batch in chunks on numba's threads (ops/cpu_chunks.py) and call BLAS (numpy's, see
+blas.py) from each chunk. If that BLAS keeps threads of its own, the two pools fight over the cores even when
+they never run at once, for both spin a while after their work waits for more: on 2 cores the LeNet training
+step at batch 256 ran at 6.2k img/s with OpenBLAS's two threads and 12.6k with one (and in an earlier
+version with parallel=True everywhere, 1.7k against 22.5k at batch 64). Setting the thread count per call
 costs ~11 us through threadpoolctl, a tenth of a batch-1 step, so it is set once for the process; numpy's own
 matrix products then use one thread as well.
 """

@@ -15,13 +15,14 @@ import numpy as np
 from ...ir.graph import Graph, Node, Value
 from ...ir.printer import format_attr, format_name
 from ...ir.types import TensorType, dtype_of, is_float
+from ...ops.cpu_chunks import CHUNK_LOOP, PRANGE_ONLY
 from ...ops.registry import get_op
 from ...passes.fusion import Kernel
 from ...passes.memory import MemoryPlan
 from ..emitted import Emitted
 from ..naming import comment_text
 from .blas import BLAS_CALLS, BLAS_IMPORTS
-from .native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, WRAPPER, array_type, numba_type, signature
+from .native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, WRAPPER, array_type, numba_type
 from .parallel_compile import compile_module
 
 _NP_NAMES = {"f32": "np.float32", "f64": "np.float64", "i64": "np.int64", "i32": "np.int32", "bool": "np.bool_"}
@@ -43,8 +44,12 @@ class _Consts:
 
 
 def _decorate(function_source: str, parallel: bool, reassociate: bool = False) -> str:
-    # prange is a plain range unless parallel: numba's parfors make the cold compile ~3x longer (BENCHMARKS.md)
-    flags = ", parallel=True" if parallel and "prange(" in function_source else ""
+    # A chunked kernel's prange always runs on threads (cheap to compile, cpu_chunks.py); any other prange is a
+    # plain range unless parallel: numba's parfors make the cold compile ~3x longer (BENCHMARKS.md)
+    if CHUNK_LOOP in function_source:
+        flags = f", parallel={PRANGE_ONLY}"
+    else:
+        flags = ", parallel=True" if parallel and "prange(" in function_source else ""
     flags += ', fastmath={"reassoc"}' if reassociate else ""
     return _JIT.format(flags=flags) + "\n" + function_source
 
@@ -73,6 +78,7 @@ class CpuEmitter:
         self.functions: list[str] = []
         self.by_source: dict[str, str] = {}  # kernel source (name placeholder) -> function name
         self.slots: dict[tuple[str, str], int] = {}  # (function name, signature) -> index in _SLOTS
+        self.chunked: set[str] = set()  # kernel functions running their batch in chunks (ops/cpu_chunks.py)
         self.constants: list[np.ndarray] = []
         self.lines: list[str] = []
 
@@ -184,6 +190,8 @@ class CpuEmitter:
             self.functions.append("\n".join(_decorate(part, self.parallel, reassociate)
                                             for part in re.split(r"(?m)^(?=def )", src) if part))
             self.by_source[source_with_placeholder] = name
+            if f"def {name}_chunk(" in src:
+                self.chunked.add(name)
         return self.by_source[source_with_placeholder]
 
     # ---- kernels ---------------------------------------------------------------------------------------------
@@ -221,15 +229,20 @@ class CpuEmitter:
                 else:
                     self._alloc(out)
             values = node.inputs + node.outputs + _runtime_attrs(node)
-        self.lines.append(self._call(name, values))
+        self.lines.append(self._call(name, values, node.outputs[0].dtype))
 
-    def _call(self, name: str, args: list) -> str:
+    def _call(self, name: str, args: list, dtype: str) -> str:
         """The driver line calling kernel ``name`` on ``args`` (values, and integers of ``runtime_attrs``)
-        through its slot: one per kernel and signature."""
-        slot = self.slots.setdefault((name, signature([a if isinstance(a, int) else a.type for a in args])),
-                                     len(self.slots))
-        passed = "".join(f"{a if isinstance(a, int) else self.var[a]}, " for a in args)
-        return f"    _call({slot}, addresses, ({passed}))  # {name}"
+        through its slot: one per kernel and signature. A chunked kernel also gets the addresses, and its chunk
+        function a slot: (t, T, the kernel's arguments, a [T, size] array of ``dtype``, the output's)."""
+        types_ = [numba_type(a if isinstance(a, int) else a.type) for a in args]
+        passed = [str(a) if isinstance(a, int) else self.var[a] for a in args]
+        if name in self.chunked:
+            self.slots.setdefault((f"{name}_chunk", _signature(["int64", "int64"] + types_ + [array_type(dtype, 2)])),
+                                  len(self.slots))
+            types_, passed = types_ + ["int64[::1]"], passed + ["addresses"]
+        self.slots.setdefault((name, _signature(types_)), len(self.slots))
+        return f"    _call({name}, addresses, ({''.join(p + ', ' for p in passed)}))"
 
     def _anchor_with_epilogue(self, kernel: Kernel) -> tuple[str, list]:
         """An anchor op whose lowering calls ``KERNEL_epilogue(lo, hi, ...)``, the fused elementwise consumers,
@@ -249,6 +262,10 @@ class CpuEmitter:
         for v in [result] + epi.outputs:
             self._alloc(v)
         return name, anchor.inputs + anchor.outputs + _runtime_attrs(anchor) + epi.inputs + epi.outputs
+
+
+def _signature(types_: list[str]) -> str:
+    return f"void({', '.join(types_)})"
 
 
 def _runtime_attrs(node: Node) -> list[int]:

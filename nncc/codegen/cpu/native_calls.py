@@ -5,8 +5,9 @@ LLVM's optimiser and code generator over the whole again: a driver calling 20 ke
 second time (9.5 s of the LeNet training step's 23 s cold compile, BENCHMARKS.md). Instead, each kernel is
 compiled on its own for the exact argument types the driver passes (a *slot*: kernel and signature), the
 Python wrapper ``run`` hands the driver the slots' entry addresses as an int64 array, and the driver calls
-each through ``_call(slot, addresses, (args...))``, an indirect call in numba's own calling convention (so a
-kernel's exception still reaches the caller). The driver stays cacheable: the addresses are an argument, not
+each through ``_call(kernel, addresses, (args...))``, an indirect call in numba's own calling convention (so
+a kernel's exception still reaches the caller). Kernels that split the batch across threads call their chunk
+function the same way (``ops/cpu_chunks.py``). The driver stays cacheable: the addresses are an argument, not
 constants baked into its code.
 
 ``NATIVE_CALLS`` is the text of that machinery as it is pasted into every generated CPU module (which must
@@ -36,27 +37,30 @@ def _address(kernel, signature):
 
 
 @intrinsic
-def _call(typingctx, slot, addresses, args):
-    """Call slot ``slot`` of ``_SLOTS`` through ``addresses[slot]`` with the tuple ``args``."""
-    if not isinstance(slot, types.IntegerLiteral):
-        raise errors.RequireLiteralValue(slot)
-    kernel, signature = _SLOTS[slot.literal_value]
-    expected = sigutils.normalize_signature(signature)[0]
-    if tuple(map(_plain, args.types)) != tuple(expected):
-        raise errors.TypingError(f"slot {slot.literal_value} ({kernel.__name__}) takes {expected}, got {args}")
+def _call(typingctx, kernel, addresses, args):
+    """Call ``kernel`` with the tuple ``args`` through ``addresses[slot]``, its slot of ``_SLOTS`` for these
+    argument types (resolved when the caller compiles)."""
+    if not isinstance(kernel, types.Dispatcher):
+        raise errors.TypingError(f"_call calls a kernel (an @njit function), got {kernel}")
+    function, given = kernel.dispatcher, tuple(map(_plain, args.types))
+    slots = [(i, tuple(sigutils.normalize_signature(s)[0])) for i, (k, s) in enumerate(_SLOTS) if k is function]
+    slot = next((i for i, expected in slots if expected == given), None)
+    if slot is None:
+        raise errors.TypingError(f"no slot of {function.__name__} takes {given}; its slots take "
+                                 f"{[expected for _, expected in slots]}")
 
     def codegen(context, builder, sig, llargs):
         table = context.make_array(addresses)(context, builder, llargs[1])
-        address = builder.load(cgutils.gep(builder, table.data, slot.literal_value))
-        fnty = context.call_conv.get_function_type(types.none, expected)
+        address = builder.load(cgutils.gep(builder, table.data, slot))
+        fnty = context.call_conv.get_function_type(types.none, given)
         callee = builder.inttoptr(address, fnty.as_pointer())
         values = cgutils.unpack_tuple(builder, llargs[2], len(args))
-        status, _ = context.call_conv.call_function(builder, callee, types.none, expected, values)
+        status, _ = context.call_conv.call_function(builder, callee, types.none, given, values)
         with cgutils.if_unlikely(builder, status.is_error):
             context.call_conv.return_status_propagate(builder, status)
         return context.get_dummy_value()
 
-    return types.none(slot, addresses, args), codegen
+    return types.none(kernel, addresses, args), codegen
 
 
 @intrinsic
@@ -116,6 +120,3 @@ def numba_type(t: Union[TensorType, int]) -> str:
     an integer argument."""
     return "int64" if isinstance(t, int) else array_type(t.dtype, t.rank)
 
-
-def signature(types_: list[Union[TensorType, int]]) -> str:
-    return f"void({', '.join(numba_type(t) for t in types_)})"
