@@ -62,11 +62,15 @@ def cold_and_warm(code: str) -> tuple[float, float]:
 
 
 def matmul_peak_gflops() -> float:
-    """The machine's practical fp32 peak: a large numpy sgemm, best of a few."""
+    """The machine's practical fp32 peak: a large numpy sgemm on every core, best of a few (numpy's BLAS on all
+    cores: compiling an nncc model leaves it one thread, see nncc/codegen/cpu/blas_threads.py)."""
+    from threadpoolctl import threadpool_limits
+
     a = np.random.rand(2048, 2048).astype(np.float32)
     b = np.random.rand(2048, 2048).astype(np.float32)
-    a @ b
-    best = min(_timeit(lambda: a @ b) for _ in range(5))
+    with threadpool_limits(limits=len(os.sched_getaffinity(0)), user_api="blas"):
+        a @ b
+        best = min(_timeit(lambda: a @ b) for _ in range(5))
     return 2 * 2048 ** 3 / best / 1e9
 
 

@@ -4,8 +4,9 @@ Levels (each includes the ones below it):
 
 - ``0`` (default): nothing.
 - ``1``: per-stage compile timings of every program (each pass, codegen, ``load``: importing the generated
-  module, and for a new CPU module the kernels compiled by worker processes), and on its first call the time
-  numba took to compile the rest or load it from its cache; the CLI also prints the traceback behind an error.
+  module), and on its first call the time numba took to compile the kernels (for a CPU module not yet in
+  numba's cache, in worker processes too) or load them from its cache; the CLI also prints the traceback
+  behind an error.
 - ``2``: the IR after every pass and the kernel plan.
 - ``3``: the generated source.
 

@@ -13,7 +13,6 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Optional
 
 import numba
 
@@ -42,9 +41,8 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def load_generated(source: str, on_new: Optional[Callable[[ModuleType, Path], None]] = None) -> ModuleType:
-    """Import the module whose text is ``source``, writing it to the cache first if it is new; then
-    ``on_new(module, path)`` runs, for a module whose compiled code cannot be in numba's cache yet."""
+def load_generated(source: str) -> ModuleType:
+    """Import the module whose text is ``source``, writing it to the cache first if it is new."""
     key = source_key(source)
     name = f"nncc_{key}"
     if name in sys.modules:
@@ -61,6 +59,4 @@ def load_generated(source: str, on_new: Optional[Callable[[ModuleType, Path], No
     except BaseException:
         del sys.modules[name]
         raise
-    if new and on_new is not None:
-        on_new(module, path)
     return module

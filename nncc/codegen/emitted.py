@@ -20,7 +20,7 @@ class Emitted:
     kernel_count: int
     memory: Optional[MemoryPlan] = None  # when set, the driver takes an ``arena`` array after the constants
     batch_source: Optional[tuple[int, int]] = None  # (input index, axis) of the batch size scaling the arena
-    on_new: Optional[Callable] = None  # (module, path) -> None: run when the module's file was just written
+    before_first_call: Optional[Callable] = None  # (module) -> None: run once per process, before the first call
 
     def load(self) -> Callable:
-        return getattr(load_generated(self.source, self.on_new), self.entry)
+        return getattr(load_generated(self.source), self.entry)

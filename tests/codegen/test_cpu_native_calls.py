@@ -134,3 +134,19 @@ def test_an_arena_smaller_than_the_batch_needs_is_refused():
     program._arenas[2] = np.empty(3, np.float32)  # what a caller of the generated run() might pass
     with pytest.raises(ValueError, match="the arena is smaller than this batch needs"):
         fwd(np.zeros((2, 1, 8, 8), np.float32))
+
+
+def test_a_program_never_called_compiles_no_kernel():
+    class Unique(nn.Module):  # a module no other test compiles, so nothing of it is compiled in this process
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 5, 3, padding=2)
+
+        def forward(self, x):
+            return self.a(x)
+
+    fwd = nncc.compile(Unique(), input_shape=(None, 1, 7, 7))  # builds and imports the forward program
+    generated = sys.modules[fwd.program("forward").fn.__module__]
+    assert all(not kernel.overloads for kernel, _ in generated._SLOTS) and not generated._run.overloads
+    fwd(np.zeros((2, 1, 7, 7), np.float32))
+    assert all(kernel.overloads for kernel, _ in generated._SLOTS)

@@ -1,4 +1,6 @@
-"""Cold compiles on every core: the slots of a new CPU module compile in several processes at once.
+"""Cold compiles on every core: the slots of a CPU module not yet in numba's cache compile in several
+processes at once, before the module's first call (a program never called, such as the forward program of a
+training run, costs no compile).
 
 numba compiles one function at a time under a process-wide lock, so a cold LeNet training step kept one core
 busy for its ~20 kernels while the other sat idle. Here the calling process and ``jobs - 1`` worker processes
@@ -45,12 +47,16 @@ def compile_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def compile_module(module: ModuleType, path: Path, jobs: Optional[int] = None) -> None:
-    """Compile every slot and the driver of the freshly written ``module`` (file ``path``) with ``jobs``
-    processes (default ``compile_jobs()``, at most ``MAX_JOBS``), this one included.
+def compile_module(module: ModuleType, jobs: Optional[int] = None) -> None:
+    """Compile every slot and the driver of ``module`` with ``jobs`` processes (default ``compile_jobs()``, at
+    most ``MAX_JOBS``), this one included, unless numba's cache already holds some of its code (a warm start,
+    or one whose other items compile on first use).
 
     Nothing here raises for a kernel that does not compile: the module's first call compiles what is left
     and reports the error there, whichever process met it first."""
+    path = Path(module.__file__)
+    if any(Path(module._run._cache._cache_path).glob(f"{path.stem}.*.nbi")):  # numba's index files of it
+        return
     items = _work_items(module)
     jobs = min(compile_jobs() if jobs is None else jobs, MAX_JOBS, len(items))
     if jobs < 2 or len(items) < MIN_ITEMS:
