@@ -27,18 +27,18 @@ PRANGE_ONLY = ('{"prange": True, "numpy": False, "reduction": False, "setitem": 
 CHUNK_LOOP = "for t in prange(T):  # one chunk per thread"
 
 
-def chunked_kernel(name: str, params: str, batch: str, reduced: bool) -> str:
+def chunked_kernel(name: str, params: str, batch: str, reduced: bool = False, output: str = "out") -> str:
     """The kernel ``name(params, addresses)`` running ``name_chunk`` on chunks of the ``batch`` (an expression of
     the params), one per thread of numba's. The thread count is fixed when the source is generated (numba's
     get_num_threads() in a kernel would make it uncacheable), so it is part of the cache key. ``reduced``: the
-    chunks' partial rows are summed into ``out``."""
+    chunks' partial rows are summed into ``output``, the param holding the kernel's (first) output."""
     threads = numba.config.NUMBA_NUM_THREADS
     call = f"_call({name}_chunk, addresses, ({{t}}, T, {params}, partial))"
     run = f"    {call.format(t='0')}\n"
     if threads > 1:  # one chunk runs on the calling thread, without the parallel launch
         run = (f"    if T == 1:\n    {run}    else:\n        {CHUNK_LOOP}\n"
                f"            {call.format(t='np.int64(t)')}\n")
-    finish = """    flat = out.reshape(-1)
+    finish = f"""    flat = {output}.reshape(-1)
     for i in range(flat.size):
         total = partial[0, i]
         for t in range(1, T):
@@ -47,5 +47,5 @@ def chunked_kernel(name: str, params: str, batch: str, reduced: bool) -> str:
 """ if reduced else ""
     return f"""def {name}({params}, addresses):
     T = max(1, min({batch}, {threads}))  # chunks of the batch
-    partial = np.zeros((T, {"out.size" if reduced else 0}), out.dtype)
+    partial = np.zeros((T, {output + ".size" if reduced else 0}), {output}.dtype)
 {run}{finish}"""

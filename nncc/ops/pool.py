@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import is_float
+from .cpu_chunks import chunked_kernel
 from .cuda_lowering import cuda_kernel, unravel
 from .registry import OpDef, expect_rank, register
 
@@ -123,7 +124,8 @@ def _infer_shape(x, attrs):
             pool_out_size(x.shape[3], kernel[1], stride[1], pad[1], dil[1], ceil_mode))
 
 
-# ---- CPU lowering: one parallel loop over (n, c) planes; windows clipped to the input --------------------------
+# ---- CPU lowering: windows inside the input: chunks of whole samples on threads (cpu_chunks.py); otherwise one
+# loop over (n, c) planes (parallel with parallel=True), windows clipped to the input
 def _window_loops(attrs, body: str, per_window_init: str, per_window_end: str) -> str:
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), _ = _params(attrs)
     return f"""    N, C, H, W = x.shape
@@ -148,8 +150,8 @@ def _window_loops(attrs, body: str, per_window_init: str, per_window_end: str) -
 def _max_cpu(node, name):
     kernel, stride, pad, dil, ceil_mode = _params(node.attrs)
     if not (any(pad) or ceil_mode):
-        return f"def {name}(x, gy_or_out):\n" + _inside_windows(
-            kernel, stride, dil, "            o = gy_or_out[n, c]", "                    o[p, q] = m")
+        return _sample_chunks(name, "x, gy_or_out", "gy_or_out", _inside_windows(
+            kernel, stride, dil, "            o = gy_or_out[n, c]", "                    o[p, q] = m"))
     return f"def {name}(x, gy_or_out):\n" + _window_loops(
         node.attrs, "                            m = max(m, x[n, c, h, w])",
         "                m = -np.inf", "                gy_or_out[n, c, p, q] = m")
@@ -164,22 +166,29 @@ def _max_bwd_cpu(node, name, epilogue: str = ""):
         tail = f"\n    {name}_epilogue(0, gx.shape[0], {epilogue})" if epilogue else ""
         return _max_bwd_checked_cpu(node, name, params) + tail
     sample_done = f"\n        {name}_epilogue(n, n + 1, {epilogue})" if epilogue else ""
-    return f"def {name}({params}):\n    gx[...] = 0\n" + _inside_windows(
+    return _sample_chunks(name, params, "gx", _inside_windows(
         kernel, stride, dil, "            g = gy_or_out[n, c]\n            d = gx[n, c]",
         f"                    d[p * {stride[0]} + (tap // {kernel[1]}) * {dil[0]}, "
-        f"q * {stride[1]} + (tap % {kernel[1]}) * {dil[1]}] += g[p, q]") + sample_done
+        f"q * {stride[1]} + (tap % {kernel[1]}) * {dil[1]}] += g[p, q]", "    gx[lo:hi] = 0\n") + sample_done)
 
 
-def _inside_windows(kernel, stride, dil, per_plane: str, per_window: str) -> str:
+def _sample_chunks(name: str, params: str, output: str, body: str) -> str:
+    """A chunked kernel (cpu_chunks.py) whose chunk runs ``body`` on its samples [lo, hi) of x."""
+    return f"def {name}_chunk(t, T, {params}, partial):\n{body}\n\n\n" + \
+        chunked_kernel(name, params, "x.shape[0]", output=output)
+
+
+def _inside_windows(kernel, stride, dil, per_plane: str, per_window: str, per_chunk: str = "") -> str:
     """Loops over the windows of every (n, c) plane, whole samples per thread, when each window lies inside the
     input (no padding, no ceil_mode): no bounds checks, the first tap seeds the maximum ``m`` in the input's
     dtype, and ``tap`` numbers the first tap holding it. ~6x faster than the checked loops on LeNet's 2x2
     pools (max-pool backward 0.18 vs 1.2 ms at batch 64), whose float64 running maximum and per-tap bounds
-    tests kept them slow."""
+    tests kept them slow. The loops cover the chunk's samples [lo, hi), after ``per_chunk``."""
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dil
     return f"""    N, C, H, W = x.shape
     P, Q = gy_or_out.shape[2], gy_or_out.shape[3]
-    for n in prange(N):  # whole samples per thread: an epilogue may follow each
+    lo, hi = t * N // T, (t + 1) * N // T
+{per_chunk}    for n in range(lo, hi):  # whole samples per chunk: an epilogue may follow each
         for c in range(C):
             plane = x[n, c]
 {per_plane}

@@ -1,4 +1,4 @@
-"""Chunked CPU kernels (nncc/ops/cpu_chunks.py): any number of chunks, one included, gives the numpy reference
+"""Chunked CPU kernels (nncc/ops/cpu_chunks.py: convolutions, max-pools): any number of chunks, one included, gives the numpy reference
 interpreter's values and gradients node by node; with one thread the kernel calls its single chunk without a
 parallel loop."""
 import numba
@@ -11,25 +11,26 @@ from nncc.check import find_divergence
 from nncc.ops.cpu_chunks import CHUNK_LOOP
 
 
-class TwoConvs(nn.Module):
+class ConvPoolConv(nn.Module):
     def __init__(self):
         super().__init__()
         self.a = nn.Conv2d(2, 3, 3, padding=1)
-        self.b = nn.Conv2d(3, 2, 3, groups=1)
+        self.pool = nn.MaxPool2d(2)
+        self.b = nn.Conv2d(3, 2, 3)
 
     def forward(self, x):
-        return self.b(nn.functional.relu(self.a(x)))
+        return self.b(self.pool(nn.functional.relu(self.a(x))))
 
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_any_chunk_count_gives_the_reference_gradients(monkeypatch, threads):
     monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", threads)  # read when the source is generated
     nncc.manual_seed(0)
-    model = TwoConvs()
+    model = ConvPoolConv()
     step = nncc.compile(model, input_shape=(None, 2, 6, 6), loss=nn.MSELoss())
     assert (CHUNK_LOOP in step.source("grad")) == (threads > 1)
     assert f"min(gy.shape[0], {threads})" in step.source("grad")
     rng = np.random.default_rng(0)
     for batch in (1, 2, 5):  # fewer samples than chunks, as many, more
-        x, y = rng.random((batch, 2, 6, 6), np.float32), rng.random((batch, 2, 4, 4), np.float32)
+        x, y = rng.random((batch, 2, 6, 6), np.float32), rng.random((batch, 2, 1, 1), np.float32)
         assert find_divergence(step, x, y, kind="grad") is None, f"batch {batch}"
