@@ -3,7 +3,8 @@ torch.compile, in one run, alternating; plus cold/warm compile time and the frac
 
     python bench/bench_train.py [--batches 1,32,64,256] [--no-torch-compile] [--parallel]
 
-``--parallel`` compiles nncc's step with ``parallel=True`` (numba's thread pool, one BLAS thread inside it).
+``--parallel`` compiles nncc's step with ``parallel=True``: every kernel's batch loop on numba's threads, not only the
+convolutions' and max-pools' chunks.
 """
 from __future__ import annotations
 

@@ -56,6 +56,8 @@ class Program:
         start = time.perf_counter()
         self.emitted = self.target.emit(self.graph, self.kernels, parallel, self.memory)
         self.timings["codegen"] = time.perf_counter() - start
+        if self.emitted.threaded:  # BLAS's threads and numba's would compete for the cores (blas_threads.py)
+            one_blas_thread_for_kernels()
         self.input_names = [v.name for v in self.graph.inputs]
         start = time.perf_counter()  # imports the module
         self.fn = self.emitted.load()
@@ -109,8 +111,6 @@ class CompiledModule:
         self.fuse = fuse
         self.parallel = parallel
         self.device = get_target(target)  # fails here, clearly, when the target cannot run
-        if self.device.name == "cpu":  # kernels run their batch chunks on numba's threads, BLAS inside each
-            one_blas_thread_for_kernels()
         self.name = name or type(model).__name__.lower()
         self.params = {n: self.device.to_device(np.array(p)) for n, p in model.named_parameters()}
         self.buffers = {n: self.device.to_device(np.array(b)) for n, b in model.named_buffers()}
@@ -346,9 +346,10 @@ def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, o
     ``input_shape`` is a tuple (or list of tuples) whose ``None`` dims are the symbolic batch size ``N``;
     spec and ONNX files carry their own, and so do Modules with ``input_shape`` and ``input_dtypes``
     attributes (an imported ONNX model). ``fuse=False`` turns fusion off (one kernel per op);
-    CPU convolutions split the batch across numba's threads (``ops/cpu_chunks.py``), and the BLAS their chunks
-    call, numpy's, is set to one thread for the process (``codegen/cpu/blas_threads.py``); ``parallel=True``
-    also runs the other CPU kernels' batch loops on numba's threads, at about 1 s more compile per kernel. Example::
+    CPU convolutions and max-pools (windows inside the input) split the batch across numba's threads
+    (``ops/cpu_chunks.py``), and the BLAS their chunks call, numpy's, is set to one thread for the process
+    (``codegen/cpu/blas_threads.py``); ``parallel=True`` also runs the other CPU kernels' batch loops on numba's
+    threads, at a second or so more cold compile per kernel. Example::
 
         fwd = nncc.compile(model, input_shape=(None, 1, 28, 28))
         step = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),

@@ -8,7 +8,7 @@ DIR holds:
 - ``manifest.json``: the inputs (names, shapes with ``null`` for the batch, dtypes), the memory arena's size
   and the driver's entry point;
 - ``__init__.py``: a fixed driver, ``forward(x)`` and ``Model(weights)``, that checks inputs and calls the
-  kernels; it needs only numpy and numba (and SciPy, which numba's ``np.dot`` uses for BLAS), never nncc;
+  kernels; it needs only numpy and numba, never nncc;
 - ``README.md``: how to call it.
 
 Names from the model (layers, parameters, the graph) travel only as data: JSON in the manifest, array names
@@ -168,7 +168,10 @@ def _readme(package: str, manifest: dict) -> str:
             f"Files: `kernels.py` (the generated numba kernels and their driver `run`), `weights.npz` "
             f"(parameters and buffers), `constants.npz`, `manifest.json` (inputs, memory arena), "
             f"`__init__.py` (checks inputs, loads the weights, calls `kernels.run`). The first call compiles the "
-            f"kernels; numba caches them in `__pycache__/` when this directory is writable.\n")
+            f"kernels; numba caches them in `__pycache__/` when this directory is writable. Convolutions and max-pools "
+            f"split the batch across {numba.config.NUMBA_NUM_THREADS} numba threads (the exporting machine's count) "
+            f"and call numpy's BLAS in each: keep that BLAS to one thread (`OPENBLAS_NUM_THREADS=1`, or "
+            f"threadpoolctl), as nncc does, or its threads and numba's compete for the cores.\n")
 
 
 def save_npz(path: Union[str, Path], arrays: dict[str, np.ndarray]) -> None:

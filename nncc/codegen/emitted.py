@@ -20,7 +20,8 @@ class Emitted:
     kernel_count: int
     memory: Optional[MemoryPlan] = None  # when set, the driver takes an ``arena`` array after the constants
     batch_source: Optional[tuple[int, int]] = None  # (input index, axis) of the batch size scaling the arena
-    before_first_call: Optional[Callable] = None  # (module) -> None: run once per process, before the first call
+    before_first_call: Optional[Callable] = None  # (module) -> None: run before a Program's first call
+    threaded: bool = False  # some kernels run on numba's threads (CPU)
 
     def load(self) -> Callable:
         return getattr(load_generated(self.source), self.entry)

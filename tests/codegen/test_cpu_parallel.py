@@ -1,6 +1,7 @@
-"""Threads on the CPU: by default the convolutions and max-pools run their batch in chunks on numba's threads (compiled with
-prange-only parallel options) and the BLAS they call, numpy's, is left with one thread; parallel=True also
-runs the other kernels' batch loops on numba's threads, with the same results."""
+"""Threads on the CPU: by default convolutions and max-pools run their batch in chunks on numba's threads
+(compiled with prange-only parallel options) and the BLAS they call, numpy's, is left with one thread;
+parallel=True also runs the other kernels' batch loops on numba's threads, with the same results."""
+import numba
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
@@ -16,7 +17,8 @@ def _numpy_blas_threads() -> list[int]:
             if lib.filepath.startswith(_numpy_dirs())]
 
 
-def test_parallel_kernels_match_the_default_ones_and_blas_keeps_one_thread():
+def test_parallel_kernels_match_the_default_ones_and_blas_keeps_one_thread(monkeypatch):
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)  # chunks on threads even on a 1-core runner
     nncc.manual_seed(0)
     model = MODELS["lenet"][0]()
     default = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss())

@@ -1,6 +1,6 @@
-"""Chunked CPU kernels (nncc/ops/cpu_chunks.py: convolutions, max-pools): any number of chunks, one included, gives the numpy reference
-interpreter's values and gradients node by node; with one thread the kernel calls its single chunk without a
-parallel loop."""
+"""Chunked CPU kernels (nncc/ops/cpu_chunks.py: convolutions, grouped and strided too, and max-pools): any
+number of chunks, one included, gives the numpy reference interpreter's values and gradients node by node;
+with one thread the kernel calls its single chunk without a parallel loop."""
 import numba
 import numpy as np
 import pytest
@@ -22,15 +22,31 @@ class ConvPoolConv(nn.Module):
         return self.b(self.pool(nn.functional.relu(self.a(x))))
 
 
+class Grouped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 4, 3, padding=1, groups=2)
+        self.b = nn.Conv2d(4, 2, 3, stride=2, groups=2)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+CASES = {"conv-pool-conv": (ConvPoolConv, (2, 1, 1)), "grouped-strided": (Grouped, (2, 2, 2))}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("threads", [1, 3])
-def test_any_chunk_count_gives_the_reference_gradients(monkeypatch, threads):
+def test_any_chunk_count_gives_the_reference_gradients(monkeypatch, threads, case):
+    numba.get_num_threads()  # numba's pool starts with the machine's thread count, not the patched one below
     monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", threads)  # read when the source is generated
     nncc.manual_seed(0)
-    model = ConvPoolConv()
+    make, target_shape = CASES[case]
+    model = make()
     step = nncc.compile(model, input_shape=(None, 2, 6, 6), loss=nn.MSELoss())
     assert (CHUNK_LOOP in step.source("grad")) == (threads > 1)
     assert f"min(gy.shape[0], {threads})" in step.source("grad")
     rng = np.random.default_rng(0)
     for batch in (1, 2, 5):  # fewer samples than chunks, as many, more
-        x, y = rng.random((batch, 2, 6, 6), np.float32), rng.random((batch, 2, 1, 1), np.float32)
+        x, y = rng.random((batch, 2, 6, 6), np.float32), rng.random((batch,) + target_shape, np.float32)
         assert find_divergence(step, x, y, kind="grad") is None, f"batch {batch}"

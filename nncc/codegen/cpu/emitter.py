@@ -113,7 +113,7 @@ class CpuEmitter:
                   _JIT.format(flags=""), f"def _run({', '.join(args + const_args + ['addresses'])}):"]
         source = "\n".join(header + ["", "\n\n\n".join(self.functions), ""] + driver + self.lines + [WRAPPER])
         return Emitted(source, "run", self.constants, len(self.by_source), self.memory, self._batch_source(),
-                       before_first_call=compile_module)
+                       before_first_call=compile_module, threaded="parallel=" in source)
 
     def _check_arena(self) -> None:
         """The driver's arena views (``_view``) are not bounds-checked: the arena's size is, once."""

@@ -55,9 +55,12 @@ def compile_module(module: ModuleType, jobs: Optional[int] = None) -> None:
     Nothing here raises for a kernel that does not compile: the module's first call compiles what is left
     and reports the error there, whichever process met it first."""
     path = Path(module.__file__)
-    if any(Path(module._run._cache._cache_path).glob(f"{path.stem}.*.nbi")):  # numba's index files of it
+    try:
+        if any(Path(module._run._cache._cache_path).glob(f"{path.stem}.*.nbi")):  # numba's index files of it
+            return
+        items = _work_items(module)
+    except Exception:  # noqa: BLE001 - numba's private cache layout changed, or no source: compile on first use
         return
-    items = _work_items(module)
     jobs = min(compile_jobs() if jobs is None else jobs, MAX_JOBS, len(items))
     if jobs < 2 or len(items) < MIN_ITEMS:
         return
@@ -89,8 +92,10 @@ def _finish(workers: list[subprocess.Popen], interrupted: bool) -> None:
 def _work_items(module: ModuleType) -> list[str]:
     """The kernels (by name) and the driver, largest source first: the last items to finish are small."""
     size = {DRIVER: len(inspect.getsource(module._run.py_func))}
-    for kernel, _ in module._SLOTS:
-        helpers = [f for name, f in vars(module).items() if name.startswith(kernel.__name__ + "_")]
+    kernels = {kernel.__name__ for kernel, _ in module._SLOTS}
+    for kernel, _ in module._SLOTS:  # a kernel's helpers are named after it (a chunk function is an item itself)
+        helpers = [f for name, f in vars(module).items()
+                   if name.startswith(kernel.__name__ + "_") and name not in kernels]
         size[kernel.__name__] = sum(len(inspect.getsource(f.py_func)) for f in [kernel] + helpers)
     return sorted(size, key=size.get, reverse=True)
 
