@@ -3,8 +3,8 @@
     python bench/bench_onnx.py [--batches 1,64,256] [--seconds 2]
 
 Both run the same .onnx file with a dynamic batch axis; ONNX Runtime gets the machine's two threads, as nncc's
-chunked kernels do, without spin-waiting: its spinning threads would otherwise take the cores from nncc's next call (an A/B
-on this machine measured nncc 20x slower at batch 64 beside a spinning ONNX Runtime). The ratio is ONNX Runtime's
+chunked kernels do, without spin-waiting: its spinning threads would otherwise take the cores from nncc's next
+call (an A/B on this machine measured nncc 20x slower at batch 64 beside a spinning ONNX Runtime). The ratio is ONNX Runtime's
 time over nncc's: above 1x nncc is faster.
 """
 from __future__ import annotations

@@ -208,29 +208,25 @@ def _col2im_src(name, attrs):
 
 # Each op is a chunked kernel (cpu_chunks.py): the batch is cut into one chunk of samples per thread, and each
 # chunk, with scratch matrices of its own, runs its samples one at a time around one BLAS product per group.
-_CHUNK = """def {name}_chunk(t, T, {params}, partial):
-{setup}    lo, hi = t * N // T, (t + 1) * N // T
-{scratch}    for g in range({groups}):
+_CHUNK = """    N, K, P, Q = {shaped}.shape
+    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
+    Kg = K // {groups}
+{setup}{scratch}    for g in range({groups}):
         k0 = g * Kg
 {per_group}        for n in range(lo, hi):
 {per_sample}"""
 
 
-def _chunked(node, name: str, params: str, setup: str, scratch: list[tuple[str, str, str]], per_group: str,
-             per_sample: str, reduced: bool = False) -> str:
-    """The chunk and kernel functions of conv op ``node``. ``setup`` binds N, K, P, Q, Cg, R, S and Kg from the
-    params; ``scratch``: (name, shape, np.empty or np.zeros) of each per-chunk matrix, in the input's dtype."""
+def _chunked(groups: int, name: str, params: str, shaped: str, setup: str, scratch: list[tuple[str, str, str]],
+             per_group: str, per_sample: str, reduced: bool = False) -> str:
+    """The chunk and kernel functions of a conv op. ``shaped``: the param of shape [N, K, P, Q] (the output of
+    the forward op, the output gradient of the backward ones); ``setup``: lines run once per chunk;
+    ``scratch``: (name, shape, np.empty or np.zeros) of each per-chunk matrix, in the first param's dtype."""
     indent = lambda text, pad: "".join(pad + line + "\n" for line in text.strip("\n").split("\n")) if text else ""
-    groups = _geometry(node.attrs)[3]
     allocs = "".join(f"    {n} = {fill}({shape}, {params.split(',')[0]}.dtype)\n" for n, shape, fill in scratch)
-    chunk = _CHUNK.format(name=name, params=params, setup=setup, scratch=allocs, groups=groups,
+    chunk = _CHUNK.format(shaped=shaped, setup=indent(setup, "    "), scratch=allocs, groups=groups,
                           per_group=indent(per_group, "        "), per_sample=indent(per_sample, "            "))
-    return chunk + "\n\n" + chunked_kernel(name, params, "gy.shape[0]" if reduced else "out.shape[0]", reduced)
-
-
-_SIZES = """    Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
-    Kg = K // {groups}
-"""
+    return chunked_kernel(name, params, f"{shaped}.shape[0]", chunk.rstrip("\n"), reduced)
 
 
 def _forward_cpu(node, name, epilogue: str = ""):
@@ -246,10 +242,9 @@ for k in range(Kg):
     if epilogue:  # after the last group wrote its channels of sample n
         bias += f"\nif g == {groups - 1}:\n    {name}_epilogue(n, n + 1, {epilogue})"
     params = ("x, w, b, out" if has_bias else "x, w, out") + ", ph, pw" + (f", {epilogue}" if epilogue else "")
-    setup = "    N, K, P, Q = out.shape\n" + _SIZES.format(groups=groups) + \
-        "    w2 = w.reshape((K, Cg * R * S))\n    o3 = out.reshape((N, K, P * Q))\n"
     return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
-        node, name, params, setup, [("col", "(Cg * R * S, P * Q)", "np.empty"), ("xp", _padded_src("x"), "np.zeros")],
+        groups, name, params, "out", "w2 = w.reshape((K, Cg * R * S))\no3 = out.reshape((N, K, P * Q))",
+        [("col", "(Cg * R * S, P * Q)", "np.empty"), ("xp", _padded_src("x"), "np.zeros")],
         "wg = np.ascontiguousarray(w2[k0:k0 + Kg])",
         f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\n_gemm(wg, col, o3[n, k0:k0 + Kg], 0.0)" + bias)
 
@@ -258,10 +253,9 @@ def _backward_weight_cpu(node, name):
     """Per sample: gw[group rows] += gy[n, group rows] @ im2col(x[n]).T, accumulated by BLAS (beta = 1) into
     the chunk's row of partial sums, so nothing batch-sized is built; the kernel adds the rows up."""
     groups = _geometry(node.attrs)[3]
-    setup = "    N, K, P, Q = gy.shape\n" + _SIZES.format(groups=groups) + \
-        "    g3 = gy.reshape((N, K, P * Q))\n    acc = partial[t].reshape((K, Cg * R * S))\n"
     return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
-        node, name, "x, gy, w, out, ph, pw", setup,
+        groups, name, "x, gy, w, out, ph, pw", "gy",
+        "g3 = gy.reshape((N, K, P * Q))\nacc = partial[t].reshape((K, Cg * R * S))",
         [("col", "(Cg * R * S, P * Q)", "np.empty"), ("xp", _padded_src("x"), "np.zeros")], "",
         f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)
 _gemm(g3[n, k0:k0 + Kg], col.T, acc[k0:k0 + Kg], 1.0)""", reduced=True)
@@ -270,10 +264,9 @@ _gemm(g3[n, k0:k0 + Kg], col.T, acc[k0:k0 + Kg], 1.0)""", reduced=True)
 def _backward_input_cpu(node, name, params="gy, w, x, out, ph, pw"):
     """Per sample: the column gradient w[group].T @ gy[n, group], added back to the pixels it came from."""
     groups = _geometry(node.attrs)[3]
-    setup = "    N, K, P, Q = gy.shape\n" + _SIZES.format(groups=groups) + \
-        "    w2 = w.reshape((K, Cg * R * S))\n    g3 = gy.reshape((N, K, P * Q))\n"
     return _col2im_src(f"{name}_col2im", node.attrs) + "\n\n\n" + _chunked(
-        node, name, params, setup, [("dcol", "(Cg * R * S, P * Q)", "np.empty"), ("gp", _padded_src("out"), "np.empty")],
+        groups, name, params, "gy", "w2 = w.reshape((K, Cg * R * S))\ng3 = gy.reshape((N, K, P * Q))",
+        [("dcol", "(Cg * R * S, P * Q)", "np.empty"), ("gp", _padded_src("out"), "np.empty")],
         "wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)",
         f"_gemm(wt, g3[n, k0:k0 + Kg], dcol, 0.0)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp, ph, pw)")
 

@@ -1,7 +1,8 @@
 """CPU kernels that split the batch into chunks and run the chunks on numba's threads.
 
-A chunked kernel is two generated functions. ``KERNEL_chunk(t, T, <params>, partial)`` runs samples
-[t*N//T, (t+1)*N//T) of the batch with scratch of its own; ``KERNEL(<params>, addresses)`` runs its T chunks in
+A chunked kernel is two generated functions, both written here around the op's per-chunk code.
+``KERNEL_chunk(t, T, <params>, partial)`` runs samples [lo, hi) = [t*N//T, (t+1)*N//T) of the batch with scratch
+of its own; ``KERNEL(<params>, addresses)`` runs its T chunks in
 a ``prange`` loop, each through ``_call`` (codegen/cpu/native_calls.py), an indirect call. That indirection is
 what makes the threads affordable: numba compiles a parallel loop's body as a function of its own and links in
 and optimises again everything that body calls, so with the chunk's code inline ``parallel=True`` cost LeNet's
@@ -27,9 +28,11 @@ PRANGE_ONLY = ('{"prange": True, "numpy": False, "reduction": False, "setitem": 
 CHUNK_LOOP = "for t in prange(T):  # one chunk per thread"
 
 
-def chunked_kernel(name: str, params: str, batch: str, reduced: bool = False, output: str = "out") -> str:
-    """The kernel ``name(params, addresses)`` running ``name_chunk`` on chunks of the ``batch`` (an expression of
-    the params), one per thread of numba's. The thread count is fixed when the source is generated (numba's
+def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: bool = False,
+                   output: str = "out") -> str:
+    """The chunk function ``name_chunk(t, T, params, partial)``, whose body ``chunk`` runs samples [lo, hi) of
+    the ``batch`` (an expression of the params), and the kernel ``name(params, addresses)`` running it on one
+    chunk per thread of numba's. The thread count is fixed when the source is generated (numba's
     get_num_threads() in a kernel would make it uncacheable), so it is part of the cache key. ``reduced``: the
     chunks' partial rows are summed into ``output``, the param holding the kernel's (first) output."""
     threads = numba.config.NUMBA_NUM_THREADS
@@ -45,7 +48,12 @@ def chunked_kernel(name: str, params: str, batch: str, reduced: bool = False, ou
             total += partial[t, i]
         flat[i] = total
 """ if reduced else ""
-    return f"""def {name}({params}, addresses):
+    return f"""def {name}_chunk(t, T, {params}, partial):
+    lo, hi = t * {batch} // T, (t + 1) * {batch} // T  # this chunk's samples
+{chunk}
+
+
+def {name}({params}, addresses):
     T = max(1, min({batch}, {threads}))  # chunks of the batch
     partial = np.zeros((T, {output + ".size" if reduced else 0}), {output}.dtype)
 {run}{finish}"""

@@ -174,8 +174,7 @@ def _max_bwd_cpu(node, name, epilogue: str = ""):
 
 def _sample_chunks(name: str, params: str, output: str, body: str) -> str:
     """A chunked kernel (cpu_chunks.py) whose chunk runs ``body`` on its samples [lo, hi) of x."""
-    return f"def {name}_chunk(t, T, {params}, partial):\n{body}\n\n\n" + \
-        chunked_kernel(name, params, "x.shape[0]", output=output)
+    return chunked_kernel(name, params, "x.shape[0]", body, output=output)
 
 
 def _inside_windows(kernel, stride, dil, per_plane: str, per_window: str, per_chunk: str = "") -> str:
@@ -187,7 +186,6 @@ def _inside_windows(kernel, stride, dil, per_plane: str, per_window: str, per_ch
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dil
     return f"""    N, C, H, W = x.shape
     P, Q = gy_or_out.shape[2], gy_or_out.shape[3]
-    lo, hi = t * N // T, (t + 1) * N // T
 {per_chunk}    for n in range(lo, hi):  # whole samples per chunk: an epilogue may follow each
         for c in range(C):
             plane = x[n, c]

@@ -32,6 +32,6 @@ def one_blas_thread_for_kernels() -> None:
     for lib in found or (loaded if len(loaded) == 1 else []):
         lib.set_num_threads(1)
     if not found and len(loaded) != 1:
-        warnings.warn("nncc's threaded kernels: numpy's BLAS library was not told apart from the other loaded BLAS libraries "
-                      f"({[lib.filepath for lib in loaded]}), so its threads were left as they are; if it is "
+        warnings.warn("nncc's threaded kernels: numpy's BLAS library was not told apart from the other loaded BLAS "
+                      f"libraries ({[lib.filepath for lib in loaded]}), so its threads were left as they are; if it is "
                       "threaded, its threads and numba's compete for the cores", stacklevel=3)
