@@ -1,13 +1,13 @@
 """CPU kernels that split the batch into chunks and run the chunks on numba's threads.
 
-A chunked kernel is two generated functions, both written here around the op's per-chunk code.
-``KERNEL_chunk(t, T, <params>, partial)`` runs samples [lo, hi) = [t*N//T, (t+1)*N//T) of the batch with scratch
-of its own; ``KERNEL(<params>, addresses)`` runs its T chunks in a ``prange`` loop, each through ``_call``
-(codegen/cpu/native_calls.py), an indirect call. That indirection is what makes the threads affordable: numba compiles a parallel loop's body as a function of its own and links in
-and optimises again everything that body calls, so with the chunk's code inline ``parallel=True`` cost LeNet's
-conv weight gradient 6 s more compile; with one indirect call in the body it costs 0.3 s (BENCHMARKS.md). The
-kernel is compiled with ``PRANGE_ONLY``: its allocations and array expressions stay serial code, not parallel
-loops compiled one by one.
+A chunked kernel is two generated functions, both written here around the op's per-chunk code. ``KERNEL_chunk(t,
+T, <params>, partial)`` runs samples [lo, hi) = [t*N//T, (t+1)*N//T) of the batch with scratch of its own;
+``KERNEL(<params>, addresses)`` runs its T chunks in a ``prange`` loop, each through ``_call``
+(codegen/cpu/native_calls.py), an indirect call. That indirection is what makes the threads affordable: numba
+compiles a parallel loop's body as a function of its own and links in and optimises again everything that body
+calls, so with the chunk's code inline ``parallel=True`` cost LeNet's conv weight gradient 6 s more compile; with
+one indirect call in the body it costs 0.3 s (BENCHMARKS.md). The kernel is compiled with ``PRANGE_ONLY``: its
+allocations and array expressions stay serial code, not parallel loops compiled one by one.
 
 ``partial`` is a [T, size] array of the output's dtype, zeroed, one row per chunk, for kernels that reduce over
 the batch (a weight gradient): each chunk adds into its row and the kernel adds the rows up. Kernels whose
