@@ -23,17 +23,18 @@ import common  # noqa: F401  (puts examples/ on the path)
 
 def timed_driver(source: str) -> str:
     """The driver ``_run`` without its @njit, each kernel called directly (not through its address) inside a
-    timer keyed by its IR ops and kernel name; arena views by numpy slicing."""
+    timer keyed by its IR ops, kernel name and call (kernels shared by layers are timed per layer); arena views by numpy slicing."""
     lines = source.split("\n")
     start = next(i for i, line in enumerate(lines) if line.startswith("def _run("))
     lines[start - 1] = ""  # the driver's decorator: run it in Python
-    out, ops = [], []
+    out, ops, seen = [], [], {}
     for i, line in enumerate(lines):
         call = re.match(r"    _call\((k\d+), addresses, \((.*)\)\)$", line) if i > start else None
         if i > start and line.strip().startswith("# %"):
             ops.append(line.split(" = ", 1)[1].split("(")[0])
         if call:
-            key = f"{'+'.join(ops)} {call.group(1)}"
+            seen[call.group(1)] = seen.get(call.group(1), 0) + 1  # which call of the kernel: the layer
+            key = f"{'+'.join(ops)} {call.group(1)}#{seen[call.group(1)]}"
             out += ["    _t = _time.perf_counter()", f"    {call.group(1)}({call.group(2)})",
                     f"    _T[{key!r}] += _time.perf_counter() - _t"]
             ops = []
