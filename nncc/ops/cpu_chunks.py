@@ -1,17 +1,20 @@
 """CPU kernels that split the batch into chunks and run the chunks on numba's threads.
 
-A chunked kernel is two generated functions, both written here around the op's per-chunk code. ``KERNEL_chunk(t,
-T, <params>, partial)`` runs samples [lo, hi) = [t*N//T, (t+1)*N//T) of the batch with scratch of its own;
-``KERNEL(<params>, addresses)`` runs its T chunks in a ``prange`` loop, each through ``_call``
-(codegen/cpu/native_calls.py), an indirect call. That indirection is what makes the threads affordable: numba
-compiles a parallel loop's body as a function of its own and links in and optimises again everything that body
-calls, so with the chunk's code inline ``parallel=True`` cost LeNet's conv weight gradient 6 s more compile; with
-one indirect call in the body it costs 0.3 s (BENCHMARKS.md). The kernel is compiled with ``PRANGE_ONLY``: its
-allocations and array expressions stay serial code, not parallel loops compiled one by one.
+A chunked kernel is two generated functions, both written here around the op's per-chunk code.
+``KERNEL_chunk(t, T, args)`` runs samples [lo, hi) = [t*N//T, (t+1)*N//T) of the batch with scratch of its
+own; ``args`` points to its arguments, packed in a tuple. ``KERNEL(<params>, addresses)`` (serial) packs them
+and runs its T chunks with ``_launch``: through ``_chunks``, the one parallel function of the module, whose
+``prange`` body is an indirect call (``_call_at``) of the chunk whose address it is given.
 
-``partial`` is a [T, size] array of the output's dtype, zeroed, one row per chunk, for kernels that reduce over
-the batch (a weight gradient): each chunk adds into its row and the kernel adds the rows up. Kernels whose
-chunks write disjoint samples get a [T, 0] array.
+That shape is what keeps the threads cheap to compile. numba compiles a parallel loop's body as a function of
+its own and links in and optimises again everything that body calls: with the chunk's code inline,
+``parallel=True`` cost LeNet's conv weight gradient 6 s more compile; a prange body of one indirect call cost
+0.3-1 s per kernel; one launcher for every kernel of a module costs that once (BENCHMARKS.md). The launcher is
+compiled with ``PRANGE_ONLY``: nothing else of it becomes a parallel loop.
+
+``partial`` (the chunk tuple's last item) is a [T, size] array of the output's dtype, zeroed, one row per
+chunk, for kernels that reduce over the batch (a weight gradient): each chunk adds into its row and the kernel
+adds the rows up. Kernels whose chunks write disjoint samples get a [T, 0] array.
 
 Chunks call BLAS on per-sample products, with BLAS kept to one thread (codegen/cpu/blas_threads.py): numba's
 threads split the batch instead.
@@ -20,26 +23,78 @@ from __future__ import annotations
 
 import numba
 
-#: numba's parallel options for the kernel: only prange loops run in parallel
+#: numba's parallel options for the launcher: only prange loops run in parallel
 PRANGE_ONLY = ('{"prange": True, "numpy": False, "reduction": False, "setitem": False, "inplace_binop": False, '
                '"comprehension": False, "stencil": False, "fusion": False}')
-#: the loop header the emitter recognises a chunked kernel by (it compiles it with PRANGE_ONLY)
+#: the loop of the launcher: one chunk per thread
 CHUNK_LOOP = "for t in prange(T):  # one chunk per thread"
+
+#: pasted into generated CPU modules with chunked kernels, after native_calls.py's NATIVE_CALLS (it uses
+#: ``_SLOTS``, ``_plain`` and ``_invoke``)
+LAUNCH_CALLS = f'''
+# ---- chunked kernels: their chunks run on numba's threads (see nncc/ops/cpu_chunks.py) --------------------------
+@intrinsic
+def _launch(typingctx, chunk, addresses, T, args):
+    """Run ``chunk(t, T, packed args)`` for t in [0, T): on this thread when T is 1 (or ``_chunks`` has no
+    slot: one thread), else on numba's threads through ``_chunks``. The args are packed in a tuple on this
+    function's stack, which lives until the chunks are done."""
+    packed = types.Tuple(tuple(map(_plain, args.types)))
+    given = (types.int64, types.int64, types.CPointer(packed))
+    chunk_slot = _slot_of(chunk.dispatcher, given)
+    launcher = [i for i, (k, _) in enumerate(_SLOTS) if k is _chunks]
+
+    def codegen(context, builder, sig, llargs):
+        table = context.make_array(addresses)(context, builder, llargs[1]).data
+        values = cgutils.unpack_tuple(builder, llargs[3], len(args))
+        slot = cgutils.alloca_once(builder, context.get_value_type(packed))
+        builder.store(context.make_tuple(builder, packed, values), slot)
+        address = builder.load(cgutils.gep(builder, table, chunk_slot))
+        count, one = llargs[2], llargs[2].type(1)
+        if not launcher:
+            _invoke(context, builder, address, given, (one.type(0), one, slot))
+            return context.get_dummy_value()
+        with builder.if_else(builder.icmp_signed("==", count, one)) as (alone, threaded):
+            with alone:
+                _invoke(context, builder, address, given, (one.type(0), one, slot))
+            with threaded:
+                pointer = builder.ptrtoint(slot, count.type)
+                _invoke(context, builder, builder.load(cgutils.gep(builder, table, launcher[0])),
+                        (types.int64,) * 3, (count, address, pointer))
+        return context.get_dummy_value()
+
+    return types.none(chunk, addresses, T, args), codegen
+
+
+@intrinsic
+def _call_at(typingctx, address, args):
+    """Call the function at ``address`` (int64) with the tuple ``args``, numba's calling convention (a chunk,
+    whose packed-args pointer is passed as the int64 it is: the same register either way)."""
+    given = tuple(map(_plain, args.types))
+
+    def codegen(context, builder, sig, llargs):
+        _invoke(context, builder, llargs[0], given, cgutils.unpack_tuple(builder, llargs[1], len(args)))
+        return context.get_dummy_value()
+
+    return types.none(address, args), codegen
+
+
+@njit(cache=True, error_model="numpy", parallel={PRANGE_ONLY})
+def _chunks(T, chunk, args):
+    """Chunks 0 .. T-1 of a chunked kernel on numba's threads: ``chunk`` is the address of its chunk function
+    and ``args`` that of its packed arguments."""
+    {CHUNK_LOOP}
+        _call_at(chunk, (np.int64(t), T, args))
+'''
 
 
 def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: bool = False,
                    output: str = "out") -> str:
-    """The chunk function ``name_chunk(t, T, params, partial)``, whose body ``chunk`` runs samples [lo, hi) of
-    the ``batch`` (an expression of the params), and the kernel ``name(params, addresses)`` running it on one
-    chunk per thread of numba's. The thread count is fixed when the source is generated (numba's
-    get_num_threads() in a kernel would make it uncacheable), so it is part of the cache key. ``reduced``: the
-    chunks' partial rows are summed into ``output``, the param holding the kernel's (first) output."""
-    threads = numba.config.NUMBA_NUM_THREADS
-    call = f"_call({name}_chunk, addresses, ({{t}}, T, {params}, partial))"
-    run = f"    {call.format(t='0')}\n"
-    if threads > 1:  # one chunk runs on the calling thread, without the parallel launch
-        run = (f"    if T == 1:\n    {run}    else:\n        {CHUNK_LOOP}\n"
-               f"            {call.format(t='np.int64(t)')}\n")
+    """The chunk function ``name_chunk(t, T, args)``, whose body ``chunk`` runs samples [lo, hi) of the
+    ``batch`` (an expression of the params) on the unpacked ``params`` and ``partial``, and the kernel
+    ``name(params, addresses)`` running it on one chunk per thread of numba's. The thread count is fixed when
+    the source is generated (numba's get_num_threads() in a kernel would make it uncacheable), so it is part of
+    the cache key. ``reduced``: the chunks' partial rows are summed into ``output``, the param holding the
+    kernel's (first) output."""
     finish = f"""    flat = {output}.reshape(-1)
     for i in range(flat.size):
         total = partial[0, i]
@@ -47,12 +102,14 @@ def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: bool
             total += partial[t, i]
         flat[i] = total
 """ if reduced else ""
-    return f"""def {name}_chunk(t, T, {params}, partial):
+    return f"""def {name}_chunk(t, T, args):
+    {params}, partial = args[0]
     lo, hi = t * {batch} // T, (t + 1) * {batch} // T  # this chunk's samples
 {chunk}
 
 
 def {name}({params}, addresses):
-    T = max(1, min({batch}, {threads}))  # chunks of the batch
+    T = max(1, min({batch}, {numba.config.NUMBA_NUM_THREADS}))  # chunks of the batch
     partial = np.zeros((T, {output + ".size" if reduced else 0}), {output}.dtype)
-{run}{finish}"""
+    _launch({name}_chunk, addresses, T, ({params}, partial))
+{finish}"""

@@ -80,7 +80,8 @@ def test_convolutions_differing_in_padding_share_one_kernel():
     fwd = nncc.compile(model, input_shape=(None, 1, 8, 8))
     generated = sys.modules[fwd.program("forward").fn.__module__]
     # both convolutions: one kernel and its chunk function, one signature each, the padding passed at run time
-    assert [kernel.__name__ for kernel, _ in generated._SLOTS] == ["k0_chunk", "k0"]
+    # (and the launcher of chunks, with more than one thread)
+    assert [kernel.__name__ for kernel, _ in generated._SLOTS if kernel.__name__ != "_chunks"] == ["k0_chunk", "k0"]
     calls = [line for line in fwd.source().splitlines() if line.startswith("    _call(k0, addresses, (")]
     assert len(calls) == 2 and ", 1, 1, addresses, ))" in calls[0] and ", 0, 0, addresses, ))" in calls[1]
     x = np.random.default_rng(0).random((2, 1, 8, 8), np.float32)

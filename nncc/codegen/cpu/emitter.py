@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+import numba
 import numpy as np
 
 from ...ir.graph import Graph, Node, Value
 from ...ir.printer import format_attr, format_name
 from ...ir.types import TensorType, dtype_of, is_float
-from ...ops.cpu_chunks import CHUNK_LOOP, PRANGE_ONLY
+from ...ops.cpu_chunks import LAUNCH_CALLS
 from ...ops.registry import get_op
 from ...passes.fusion import Kernel
 from ...passes.memory import MemoryPlan
@@ -43,14 +44,14 @@ class _Consts:
         return _NP_NAMES[dtype]
 
 
-def _decorate(function_source: str, parallel: bool, reassociate: bool = False) -> str:
-    # A chunked kernel's prange always runs on threads (cheap to compile, cpu_chunks.py); any other prange is a
-    # plain range unless parallel: numba's parfors make the cold compile ~3x longer (BENCHMARKS.md)
-    if CHUNK_LOOP in function_source:
-        flags = f", parallel={PRANGE_ONLY}"
-    else:
-        flags = ", parallel=True" if parallel and "prange(" in function_source else ""
+def _decorate(function_source: str, parallel: bool, reassociate: bool = False, helper: bool = False) -> str:
+    # A prange is a plain range unless parallel: numba's parfors make the cold compile ~3x longer (BENCHMARKS.md);
+    # chunked kernels run on threads through the module's one launcher instead (ops/cpu_chunks.py)
+    flags = ", parallel=True" if parallel and "prange(" in function_source else ""
     flags += ', fastmath={"reassoc"}' if reassociate else ""
+    # A helper (im2col, an epilogue) is inlined into its kernel's numba IR: compiled as a function of its own,
+    # it was compiled once alone and again when linked into the kernel (a third of a conv kernel's compile)
+    flags += ', inline="always"' if helper else ""
     return _JIT.format(flags=flags) + "\n" + function_source
 
 
@@ -109,11 +110,12 @@ class CpuEmitter:
             BLAS_CALLS,
         ]
         slots = "".join(f"\n    ({name}, {sig!r})," for name, sig in self.slots)
-        driver = [NATIVE_CALLS, f"_SLOTS = ({slots}\n)", f"_DRIVER_SIGNATURE = {self._driver_signature()!r}", "", "",
+        driver = [NATIVE_CALLS] + ([LAUNCH_CALLS] if self.chunked else []) + [f"_SLOTS = ({slots}\n)", f"_DRIVER_SIGNATURE = {self._driver_signature()!r}", "", "",
                   _JIT.format(flags=""), f"def _run({', '.join(args + const_args + ['addresses'])}):"]
         source = "\n".join(header + ["", "\n\n\n".join(self.functions), ""] + driver + self.lines + [WRAPPER])
         return Emitted(source, "run", self.constants, len(self.by_source), self.memory, self._batch_source(),
-                       before_first_call=compile_module, threaded="parallel=" in source)
+                       before_first_call=compile_module,
+                       threaded=any(name == "_chunks" for name, _ in self.slots) or "parallel=True" in source)
 
     def _check_arena(self) -> None:
         """The driver's arena views (``_view``) are not bounds-checked: the arena's size is, once."""
@@ -187,7 +189,8 @@ class CpuEmitter:
         if source_with_placeholder not in self.by_source:
             name = f"k{len(self.by_source)}"
             src = source_with_placeholder.replace("KERNEL", name)
-            self.functions.append("\n".join(_decorate(part, self.parallel, reassociate)
+            entries = (f"def {name}(", f"def {name}_chunk(")  # what the driver and the launcher call
+            self.functions.append("\n".join(_decorate(part, self.parallel, reassociate, not part.startswith(entries))
                                             for part in re.split(r"(?m)^(?=def )", src) if part))
             self.by_source[source_with_placeholder] = name
             if f"def {name}_chunk(" in src:
@@ -233,13 +236,16 @@ class CpuEmitter:
 
     def _call(self, name: str, args: list, dtype: str) -> str:
         """The driver line calling kernel ``name`` on ``args`` (values, and integers of ``runtime_attrs``)
-        through its slot: one per kernel and signature. A chunked kernel also gets the addresses, and its chunk
-        function a slot: (t, T, the kernel's arguments, a [T, size] array of ``dtype``, the output's)."""
+        through its slot: one per kernel and signature. A chunked kernel also gets the addresses, its chunk
+        function a slot (t, T, a pointer to the kernel's arguments and a [T, size] array of ``dtype``, packed),
+        and the module's launcher one when there are threads to launch on (ops/cpu_chunks.py)."""
         types_ = [numba_type(a if isinstance(a, int) else a.type) for a in args]
         passed = [str(a) if isinstance(a, int) else self.var[a] for a in args]
         if name in self.chunked:
-            self.slots.setdefault((f"{name}_chunk", _signature(["int64", "int64"] + types_ + [array_type(dtype, 2)])),
-                                  len(self.slots))
+            packed = f"CPointer(Tuple(({', '.join(types_ + [array_type(dtype, 2)])},)))"
+            self.slots.setdefault((f"{name}_chunk", _signature(["int64", "int64", packed])), len(self.slots))
+            if numba.config.NUMBA_NUM_THREADS > 1:
+                self.slots.setdefault(("_chunks", _signature(["int64"] * 3)), len(self.slots))
             types_, passed = types_ + ["int64[::1]"], passed + ["addresses"]
         self.slots.setdefault((name, _signature(types_)), len(self.slots))
         return f"    _call({name}, addresses, ({''.join(p + ', ' for p in passed)}))"

@@ -7,7 +7,7 @@ compiled on its own for the exact argument types the driver passes (a *slot*: ke
 Python wrapper ``run`` hands the driver the slots' entry addresses as an int64 array, and the driver calls
 each through ``_call(kernel, addresses, (args...))``, an indirect call in numba's own calling convention (so
 a kernel's exception still reaches the caller). Kernels that split the batch across threads call their chunk
-function the same way (``ops/cpu_chunks.py``). The driver stays cacheable: the addresses are an argument, not
+function the same way (``_launch``, ``ops/cpu_chunks.py``). The driver stays cacheable: the addresses are an argument, not
 constants baked into its code.
 
 ``NATIVE_CALLS`` is the text of that machinery as it is pasted into every generated CPU module (which must
@@ -36,28 +36,39 @@ def _address(kernel, signature):
     return compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
 
 
+def _slot_of(function, given):
+    """The index in ``_SLOTS`` of ``function``'s slot for the argument types ``given`` (a TypingError if none)."""
+    slots = [(i, tuple(sigutils.normalize_signature(s)[0])) for i, (k, s) in enumerate(_SLOTS) if k is function]
+    slot = next((i for i, expected in slots if expected == given), None)
+    if slot is None:
+        raise errors.TypingError(f"no slot of {function.__name__} takes {given}; its slots take "
+                                 f"{[expected for _, expected in slots]}")
+    return slot
+
+
+def _invoke(context, builder, address, given, values):
+    """Call the native function at ``address`` (an int64 value) with ``values`` of types ``given``, in numba's
+    calling convention: an exception it raises is raised by the caller."""
+    fnty = context.call_conv.get_function_type(types.none, given)
+    callee = builder.inttoptr(address, fnty.as_pointer())
+    status, _ = context.call_conv.call_function(builder, callee, types.none, given, values)
+    with cgutils.if_unlikely(builder, status.is_error):
+        context.call_conv.return_status_propagate(builder, status)
+
+
 @intrinsic
 def _call(typingctx, kernel, addresses, args):
     """Call ``kernel`` with the tuple ``args`` through ``addresses[slot]``, its slot of ``_SLOTS`` for these
     argument types (resolved when the caller compiles)."""
     if not isinstance(kernel, types.Dispatcher):
         raise errors.TypingError(f"_call calls a kernel (an @njit function), got {kernel}")
-    function, given = kernel.dispatcher, tuple(map(_plain, args.types))
-    slots = [(i, tuple(sigutils.normalize_signature(s)[0])) for i, (k, s) in enumerate(_SLOTS) if k is function]
-    slot = next((i for i, expected in slots if expected == given), None)
-    if slot is None:
-        raise errors.TypingError(f"no slot of {function.__name__} takes {given}; its slots take "
-                                 f"{[expected for _, expected in slots]}")
+    given = tuple(map(_plain, args.types))
+    slot = _slot_of(kernel.dispatcher, given)
 
     def codegen(context, builder, sig, llargs):
         table = context.make_array(addresses)(context, builder, llargs[1])
         address = builder.load(cgutils.gep(builder, table.data, slot))
-        fnty = context.call_conv.get_function_type(types.none, given)
-        callee = builder.inttoptr(address, fnty.as_pointer())
-        values = cgutils.unpack_tuple(builder, llargs[2], len(args))
-        status, _ = context.call_conv.call_function(builder, callee, types.none, given, values)
-        with cgutils.if_unlikely(builder, status.is_error):
-            context.call_conv.return_status_propagate(builder, status)
+        _invoke(context, builder, address, given, cgutils.unpack_tuple(builder, llargs[2], len(args)))
         return context.get_dummy_value()
 
     return types.none(kernel, addresses, args), codegen
