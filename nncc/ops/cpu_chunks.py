@@ -8,9 +8,9 @@ and runs its T chunks with ``_launch``: through ``_chunks``, the one parallel fu
 
 That shape is what keeps the threads cheap to compile. numba compiles a parallel loop's body as a function of
 its own and links in and optimises again everything that body calls: with the chunk's code inline,
-``parallel=True`` cost LeNet's conv weight gradient 6 s more compile; a prange body of one indirect call cost
-0.3-1 s per kernel; one launcher for every kernel of a module costs that once (BENCHMARKS.md). The launcher is
-compiled with ``PRANGE_ONLY``: nothing else of it becomes a parallel loop.
+``parallel=True`` cost LeNet's conv weight gradient 6 s more compile; a prange of one indirect call in each
+kernel still cost 0.8-1.4 s per kernel; one launcher for all of a module's kernels costs about 0.5 s, once
+(BENCHMARKS.md). The launcher is compiled with ``PRANGE_ONLY``: nothing else of it becomes a parallel loop.
 
 ``partial`` (the chunk tuple's last item) is a [T, size] array of the output's dtype, zeroed, one row per
 chunk, for kernels that reduce over the batch (a weight gradient): each chunk adds into its row and the kernel
@@ -49,13 +49,18 @@ def _launch(typingctx, chunk, addresses, T, args):
         slot = cgutils.alloca_once(builder, context.get_value_type(packed))
         builder.store(context.make_tuple(builder, packed, values), slot)
         address = builder.load(cgutils.gep(builder, table, chunk_slot))
-        count, one = llargs[2], llargs[2].type(1)
+        count = llargs[2]
+        one = count.type(1)
+
+        def on_this_thread():
+            _invoke(context, builder, address, given, (count.type(0), one, slot))
+
         if not launcher:
-            _invoke(context, builder, address, given, (one.type(0), one, slot))
+            on_this_thread()
             return context.get_dummy_value()
         with builder.if_else(builder.icmp_signed("==", count, one)) as (alone, threaded):
             with alone:
-                _invoke(context, builder, address, given, (one.type(0), one, slot))
+                on_this_thread()
             with threaded:
                 pointer = builder.ptrtoint(slot, count.type)
                 _invoke(context, builder, builder.load(cgutils.gep(builder, table, launcher[0])),

@@ -1,6 +1,7 @@
 """Threads on the CPU: by default convolutions and max-pools run their batch in chunks on numba's threads
-(through the one launcher of their module, compiled with prange-only parallel options) and the BLAS they call, numpy's, is left with one thread;
-parallel=True also runs the other kernels' batch loops on numba's threads, with the same results."""
+(through the one launcher of their module, compiled with prange-only parallel options) and the BLAS they
+call, numpy's, is left with one thread; parallel=True also runs the other kernels' batch loops on numba's
+threads, with the same results."""
 import numba
 import numpy as np
 from threadpoolctl import ThreadpoolController

@@ -110,8 +110,9 @@ class CpuEmitter:
             BLAS_CALLS,
         ]
         slots = "".join(f"\n    ({name}, {sig!r})," for name, sig in self.slots)
-        driver = [NATIVE_CALLS] + ([LAUNCH_CALLS] if self.chunked else []) + [f"_SLOTS = ({slots}\n)", f"_DRIVER_SIGNATURE = {self._driver_signature()!r}", "", "",
-                  _JIT.format(flags=""), f"def _run({', '.join(args + const_args + ['addresses'])}):"]
+        driver = [NATIVE_CALLS] + ([LAUNCH_CALLS] if self.chunked else []) + [
+            f"_SLOTS = ({slots}\n)", f"_DRIVER_SIGNATURE = {self._driver_signature()!r}", "", "",
+            _JIT.format(flags=""), f"def _run({', '.join(args + const_args + ['addresses'])}):"]
         source = "\n".join(header + ["", "\n\n\n".join(self.functions), ""] + driver + self.lines + [WRAPPER])
         return Emitted(source, "run", self.constants, len(self.by_source), self.memory, self._batch_source(),
                        before_first_call=compile_module,
@@ -190,8 +191,9 @@ class CpuEmitter:
             name = f"k{len(self.by_source)}"
             src = source_with_placeholder.replace("KERNEL", name)
             entries = (f"def {name}(", f"def {name}_chunk(")  # what the driver and the launcher call
-            self.functions.append("\n".join(_decorate(part, self.parallel, reassociate, not part.startswith(entries))
-                                            for part in re.split(r"(?m)^(?=def )", src) if part))
+            self.functions.append("\n".join(
+                _decorate(part, self.parallel, reassociate, helper=not part.startswith(entries))
+                for part in re.split(r"(?m)^(?=def )", src) if part))
             self.by_source[source_with_placeholder] = name
             if f"def {name}_chunk(" in src:
                 self.chunked.add(name)
