@@ -23,7 +23,8 @@ import common  # noqa: F401  (puts examples/ on the path)
 
 def timed_driver(source: str) -> str:
     """The driver ``_run`` without its @njit, each kernel called directly (not through its address) inside a
-    timer keyed by its IR ops, kernel name and call (kernels shared by layers are timed per layer); arena views by numpy slicing."""
+    timer keyed by its IR ops, kernel name and call (kernels shared by layers are timed per layer); arena views
+    by numpy slicing."""
     lines = source.split("\n")
     start = next(i for i, line in enumerate(lines) if line.startswith("def _run("))
     lines[start - 1] = ""  # the driver's decorator: run it in Python
