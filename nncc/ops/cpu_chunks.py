@@ -21,6 +21,8 @@ threads split the batch instead.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numba
 
 #: numba's parallel options for the launcher: only prange loops run in parallel
@@ -90,6 +92,12 @@ def _chunks(T, chunk, args):
     {CHUNK_LOOP}
         _call_at(chunk, (np.int64(t), T, args))
 '''
+
+
+def launcher_slot() -> Optional[tuple[str, str]]:
+    """The slot of the module's launcher ``_chunks`` (name, signature), or None with one thread of numba's:
+    every chunked kernel then runs its single chunk on the calling thread and nothing launches."""
+    return ("_chunks", "void(int64, int64, int64)") if numba.config.NUMBA_NUM_THREADS > 1 else None
 
 
 def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: bool = False,

@@ -7,7 +7,7 @@ lot: on the 2-core machine of BENCHMARKS.md, SciPy's OpenBLAS 0.3.30 took 15-17 
 ``_gemm`` is an intrinsic: the caller's code picks each operand's BLAS layout from its strides and makes the
 call, inline. As an @njit function it cost each kernel calling it about 0.3-0.9 s more cold compile (its
 specialisations for each mix of array layouts, compiled in every worker, then linked into the caller and
-optimised again); as an intrinsic, LeNet's training step compiled cold in 8-9 s instead of 14 (BENCHMARKS.md).
+optimised again): LeNet's fc weight gradient compiled in 0.11-0.13 s instead of 0.83-0.95 s (BENCHMARKS.md).
 
 The generated module must stay cacheable and importable without nncc: when it is imported it looks the
 functions up in numpy's BLAS with ctypes and registers their addresses with llvmlite under fixed names

@@ -10,13 +10,12 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-import numba
 import numpy as np
 
 from ...ir.graph import Graph, Node, Value
 from ...ir.printer import format_attr, format_name
 from ...ir.types import TensorType, dtype_of, is_float
-from ...ops.cpu_chunks import LAUNCH_CALLS
+from ...ops.cpu_chunks import LAUNCH_CALLS, launcher_slot
 from ...ops.registry import get_op
 from ...passes.fusion import Kernel
 from ...passes.memory import MemoryPlan
@@ -116,7 +115,7 @@ class CpuEmitter:
         source = "\n".join(header + ["", "\n\n\n".join(self.functions), ""] + driver + self.lines + [WRAPPER])
         return Emitted(source, "run", self.constants, len(self.by_source), self.memory, self._batch_source(),
                        before_first_call=compile_module,
-                       threaded=any(name == "_chunks" for name, _ in self.slots) or "parallel=True" in source)
+                       threaded=launcher_slot() in self.slots or "parallel=True" in source)
 
     def _check_arena(self) -> None:
         """The driver's arena views (``_view``) are not bounds-checked: the arena's size is, once."""
@@ -246,8 +245,8 @@ class CpuEmitter:
         if name in self.chunked:
             packed = f"CPointer(Tuple(({', '.join(types_ + [array_type(dtype, 2)])},)))"
             self.slots.setdefault((f"{name}_chunk", _signature(["int64", "int64", packed])), len(self.slots))
-            if numba.config.NUMBA_NUM_THREADS > 1:
-                self.slots.setdefault(("_chunks", _signature(["int64"] * 3)), len(self.slots))
+            if launcher_slot():
+                self.slots.setdefault(launcher_slot(), len(self.slots))
             types_, passed = types_ + ["int64[::1]"], passed + ["addresses"]
         self.slots.setdefault((name, _signature(types_)), len(self.slots))
         return f"    _call({name}, addresses, ({''.join(p + ', ' for p in passed)}))"
