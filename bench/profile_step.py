@@ -1,7 +1,8 @@
 """Time of each kernel of the LeNet training step: the generated driver run from Python with a timer around
-every kernel call (wall time: the convolutions run their chunks of the batch on several threads).
+every kernel call (wall time: the convolutions run their chunks of the batch on several threads; on the GPU
+the timer synchronises the device before and after each launch).
 
-    python bench/profile_step.py [--batch 64] [--steps 30]
+    python bench/profile_step.py [--batch 64] [--steps 30] [--target cuda]
 
 Each kernel call is labelled by the IR nodes it runs (``conv2d+relu``), as the driver's comments name them,
 and by its function; the sum over kernels is close to the compiled step's own time (each Python call adds a
@@ -21,23 +22,31 @@ import numpy as np
 import common  # noqa: F401  (puts examples/ on the path)
 
 
-def timed_driver(source: str) -> str:
-    """The driver ``_run`` without its @njit, each kernel called directly (not through its address) inside a
-    timer keyed by its IR ops, kernel name and call (kernels shared by layers are timed per layer); arena views
-    by numpy slicing."""
+# per target: the driver's first line and its kernel calls (kernel name, arguments); a CUDA launch is timed
+# from an idle device until it is idle again
+DRIVERS = {"cpu": ("def _run(", r"    _call\((k\d+), addresses, \((.*)\)\)$", "{}", ""),
+           "cuda": ("def run(", r"    (k\d+)_launch\((.*)\)$", "{}_launch", "cuda.synchronize(); ")}
+
+
+def timed_driver(source: str, target: str = "cpu") -> str:
+    """The driver run in Python (the CPU's ``_run`` without its @njit), each kernel called directly (on the
+    CPU not through its address) inside a timer keyed by its IR ops, kernel name and call (kernels shared by
+    layers are timed per layer); arena views by numpy slicing."""
+    first, pattern, callee, sync = DRIVERS[target]
     lines = source.split("\n")
-    start = next(i for i, line in enumerate(lines) if line.startswith("def _run("))
-    lines[start - 1] = ""  # the driver's decorator: run it in Python
+    start = next(i for i, line in enumerate(lines) if line.startswith(first))
+    if target == "cpu":
+        lines[start - 1] = ""  # the driver's decorator: run it in Python
     out, ops, seen = [], [], {}
     for i, line in enumerate(lines):
-        call = re.match(r"    _call\((k\d+), addresses, \((.*)\)\)$", line) if i > start else None
+        call = re.match(pattern, line) if i > start else None
         if i > start and line.strip().startswith("# %"):
             ops.append(line.split(" = ", 1)[1].split("(")[0])
         if call:
             seen[call.group(1)] = seen.get(call.group(1), 0) + 1  # which call of the kernel: the layer
             key = f"{'+'.join(ops)} {call.group(1)}#{seen[call.group(1)]}"
-            out += ["    _t = _time.perf_counter()", f"    {call.group(1)}({call.group(2)})",
-                    f"    _T[{key!r}] += _time.perf_counter() - _t"]
+            out += [f"    {sync}_t = _time.perf_counter()", f"    {callee.format(call.group(1))}({call.group(2)})",
+                    f"    {sync}_T[{key!r}] += _time.perf_counter() - _t"]
             ops = []
         else:
             out.append(line)
@@ -49,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--target", default="cpu", choices=sorted(DRIVERS))
     args = parser.parse_args()
 
     import nncc
@@ -57,14 +67,14 @@ def main() -> None:
     from lenet import LeNet
 
     step = nncc.compile(LeNet(), input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),
-                        optimizer=optim.SGD(lr=0.01, momentum=0.9))
+                        optimizer=optim.SGD(lr=0.01, momentum=0.9), target=args.target)
     x = np.random.rand(args.batch, 1, 28, 28).astype(np.float32)
     y = np.random.randint(0, 10, args.batch)
     step.train_step(x, y)
     program = step.program("train")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "timed_driver.py"
-        path.write_text(timed_driver(program.emitted.source))
+        path.write_text(timed_driver(program.emitted.source, args.target))
         spec = importlib.util.spec_from_file_location("timed_driver", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -73,11 +83,15 @@ def main() -> None:
         run_args = [feeds[n] for n in program.input_names] + list(program.constants)
         if program.emitted.memory is not None:
             run_args.append(program._arena(run_args))
-        addresses = np.array([module._address(k, sig) for k, sig in module._SLOTS], np.int64)  # for chunked kernels
-        module._run(*run_args, addresses)  # compiles the kernels of this copy, called from Python
+        if args.target == "cpu":
+            addresses = np.array([module._address(k, sig) for k, sig in module._SLOTS], np.int64)  # chunked kernels
+            run = lambda: module._run(*run_args, addresses)  # noqa: E731
+        else:
+            run = lambda: module.run(*run_args)  # noqa: E731
+        run()  # compiles the kernels of this copy, called from Python
         module._T.clear()
         for _ in range(args.steps):
-            module._run(*run_args, addresses)
+            run()
         start = time.perf_counter()
         for _ in range(args.steps):
             step.train_step(x, y)
