@@ -3,7 +3,7 @@
 A case is (op, inputs, attrs) where each input is (shape, dtype, kind). dtype "f" is the float dtype the test
 picks (f32 for compiled kernels, f64 for references and finite differences), "d" is always f64, "i" int64,
 "b" bool. kind "any" draws from a normal distribution pushed away from 0 (clear of the kinks of relu, abs,
-sign and max), "pos" from [0.5, 2], "int" small integers, "label" class indices for the last dim of the first
+sign and max), "pos" from [0.5, 2], "ties" the floats -1, 0 and 1 (equal maxima), "int" small integers, "label" class indices for the last dim of the first
 input, "bool" a mask, "seed" an i64 scalar, "lr" and "step" an optimizer's scalars.
 """
 from __future__ import annotations
@@ -74,12 +74,16 @@ CASES = [
      CONV_ODD),
     ("conv2d_backward_weight", [((1, 4, 7, 7), "f", "any"), ((1, 4, 3, 3), "f", "any"), ((4, 2, 3, 3), "f", "any")],
      CONV_ODD),
+    # ... and with enough taps per output channel (16 * 3 * 3) to be computed transposed
+    ("conv2d_backward_weight", [((2, 32, 7, 7), "f", "any"), ((2, 4, 3, 3), "f", "any"),
+                                ((4, 16, 3, 3), "f", "any")], CONV_ODD),
     # pooling: plain, dilated, ceil_mode with padding (with and without the padding in the average's divisor)
     ("max_pool2d", [((2, 2, 4, 4), "f", "any")], POOL), ("max_pool2d", [((1, 2, 5, 5), "f", "any")], POOL_DILATED),
     ("max_pool2d", [((1, 2, 6, 6), "f", "any")], POOL_CEIL),
     ("avg_pool2d", [((2, 2, 4, 4), "f", "any")], {**POOL, "count_include_pad": True}),
     ("avg_pool2d", [((1, 2, 6, 6), "f", "any")], POOL_CEIL),
     ("avg_pool2d", [((1, 2, 6, 6), "f", "any")], POOL_CEIL_PAD),
+    ("max_pool2d_backward", [((2, 2, 5, 5), "f", "ties"), ((2, 2, 2, 2), "f", "any")], POOL),  # tiling windows
     ("max_pool2d_backward", [((1, 2, 5, 5), "f", "any"), ((1, 2, 3, 3), "f", "any")], POOL_DILATED),
     ("max_pool2d_backward", [((1, 2, 6, 6), "f", "any"), ((1, 2, 4, 4), "f", "any")], POOL_CEIL),
     ("avg_pool2d_backward", [((1, 2, 4, 4), "f", "any"), ((1, 2, 6, 6), "f", "any")], POOL_CEIL),
@@ -158,6 +162,8 @@ def _draw(shape, dtype, kind, rng, float_dtype, first):
     if kind in fixed:
         return np.array(fixed[kind])
     float_type = np.float64 if dtype == "d" else float_dtype
+    if kind == "ties":  # few distinct values: windows with several maxima
+        return rng.integers(-1, 2, shape).astype(float_type)
     if kind == "pos":
         return np.asarray(rng.uniform(0.5, 2.0, shape), float_type)
     x = rng.standard_normal(shape)
