@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from common import alternate, table, torch_lenet
+from common import alternate, batch_cycle, table, torch_lenet
 
 
 def main() -> None:
@@ -45,14 +45,13 @@ def main() -> None:
         print("PyTorch sees no GPU: nncc alone")
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
-        x = np.random.rand(batch, 1, 28, 28).astype(np.float32)
-        y = np.random.randint(0, 10, batch).astype(np.int64)
-        fns = {"nncc": lambda: step.train_step(x, y)}
+        batches, torch_batches = batch_cycle(batch), batch_cycle(batch, convert=torch.from_numpy)
+        fns = {"nncc": lambda: step.train_step(*batches())}
         if has_torch_gpu:
             def torch_step():
+                x, y = torch_batches()
                 topt.zero_grad(set_to_none=True)
-                loss = torch.nn.functional.cross_entropy(tmodel(torch.from_numpy(x).cuda()),
-                                                         torch.from_numpy(y).cuda())
+                loss = torch.nn.functional.cross_entropy(tmodel(x.cuda()), y.cuda())
                 loss.backward()
                 topt.step()
                 return loss.item()

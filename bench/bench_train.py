@@ -13,9 +13,8 @@ import os
 import tempfile
 import time
 
-import numpy as np
 
-from common import alternate, cold_and_warm, matmul_peak_gflops, table, torch_lenet
+from common import alternate, batch_cycle, cold_and_warm, matmul_peak_gflops, table, torch_lenet
 
 COMPILE_CODE = """
 import json, sys, time
@@ -87,13 +86,20 @@ def main() -> None:
 
     rows = []
     peak = matmul_peak_gflops()
+    initial, initial_opt = step.state_dict(), step.optimizer_state_dict()
     for batch in [int(b) for b in args.batches.split(",")]:
-        x = np.random.rand(batch, 1, 28, 28).astype(np.float32)
-        y = np.random.randint(0, 10, batch).astype(np.int64)
-        tx, ty = torch.tensor(x), torch.tensor(y)
-        fns = {"nncc": lambda: step.train_step(x, y), "eager": lambda: torch_step(tmodel, topt, tx, ty)}
+        # every batch size trains from the same initial state, not from where the last one left the model
+        step.load_state_dict(initial)
+        step.load_optimizer_state_dict(initial_opt)
+        for torch_model, torch_opt in [(tmodel, topt)] + ([(cmodel, copt)] if compiled_step else []):
+            torch_model.load_state_dict({k: torch.tensor(v) for k, v in initial.items()})
+            torch_opt.state.clear()
+        batches, torch_batches = batch_cycle(batch), batch_cycle(batch, convert=torch.tensor)
+        fns = {"nncc": lambda: step.train_step(*batches()),
+               "eager": lambda: torch_step(tmodel, topt, *torch_batches())}
         if compiled_step is not None:
-            fns["compile"] = lambda: compiled_step(tx, ty)
+            compiled_batches = batch_cycle(batch, convert=torch.tensor)
+            fns["compile"] = lambda: compiled_step(*compiled_batches())
         t = alternate(fns, seconds=args.seconds)
         row = {"batch": batch, "nncc img/s": f"{batch / t['nncc']:.0f}", "eager img/s": f"{batch / t['eager']:.0f}",
                "nncc/eager": f"{t['eager'] / t['nncc']:.2f}x"}
