@@ -13,7 +13,6 @@ import os
 import tempfile
 import time
 
-
 from common import alternate, batch_cycle, cold_and_warm, matmul_peak_gflops, table, torch_lenet
 
 COMPILE_CODE = """

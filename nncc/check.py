@@ -53,7 +53,8 @@ def find_divergence(compiled: CompiledModule, x: np.ndarray, target: Optional[np
         feeds.update({k: v.copy() for k, v in compiled.opt_state.items()})
     feeds = {k: np.array(v) for k, v in feeds.items()}  # in-place kernels must not touch the model's state
     graph, watched = _debug_graph(program.graph)
-    debug = Program(graph, compiled.target, compiled.fuse, parallel=compiled.parallel)
+    debug = Program(graph, compiled.target, compiled.fuse, parallel=compiled.parallel,
+                    flush_denormals=compiled.flush_denormals)
     got = debug({k: np.array(v) for k, v in feeds.items()})[len(program.graph.outputs):]
     expected: dict[Value, np.ndarray] = {}
     run_reference(debug.graph, [feeds[v.name] for v in debug.graph.inputs],

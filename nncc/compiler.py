@@ -41,7 +41,7 @@ class Program:
     """One graph through the passes and the codegen: a callable driver plus its IR dumps and source."""
 
     def __init__(self, graph: Graph, target: str = "cpu", fuse: bool = True, pre_stages: Optional[dict] = None,
-                 parallel: bool = False):
+                 parallel: bool = False, flush_denormals: bool = True):
         start = time.perf_counter()
         pm = PassManager(SIMPLIFY)
         self.graph = pm.run(graph)
@@ -54,7 +54,7 @@ class Program:
         self.memory = plan_memory(self.graph, self.kernels) if fuse else None
         self.timings["passes"] = time.perf_counter() - start
         start = time.perf_counter()
-        self.emitted = self.target.emit(self.graph, self.kernels, parallel, self.memory)
+        self.emitted = self.target.emit(self.graph, self.kernels, parallel, self.memory, flush_denormals)
         self.timings["codegen"] = time.perf_counter() - start
         if self.emitted.threaded:  # BLAS's threads and numba's would compete for the cores (blas_threads.py)
             one_blas_thread_for_kernels()
@@ -102,7 +102,7 @@ class CompiledModule:
 
     def __init__(self, model: Module, input_types: list[TensorType], loss: Optional[Module] = None,
                  optimizer: Any = None, target: str = "cpu", fuse: bool = True, name: Optional[str] = None,
-                 parallel: bool = False):
+                 parallel: bool = False, flush_denormals: bool = True):
         self.model = model
         self.input_types = input_types
         self.loss = loss
@@ -110,6 +110,7 @@ class CompiledModule:
         self.target = target
         self.fuse = fuse
         self.parallel = parallel
+        self.flush_denormals = flush_denormals
         self.device = get_target(target)  # fails here, clearly, when the target cannot run
         self.name = name or type(model).__name__.lower()
         self.params = {n: self.device.to_device(np.array(p)) for n, p in model.named_parameters()}
@@ -149,7 +150,8 @@ class CompiledModule:
     def _build(self, kind: str) -> Program:
         if kind == "forward":
             traced = self._traced_forward()
-            return Program(traced.graph.copy(), self.target, self.fuse, parallel=self.parallel)
+            return Program(traced.graph.copy(), self.target, self.fuse, parallel=self.parallel,
+                           flush_denormals=self.flush_denormals)
         if self.loss is None:
             raise NNCCError(f"'{kind}' needs a loss: nncc.compile(model, loss=nn.CrossEntropyLoss(), ...)")
         training = kind != "evaluate"
@@ -165,7 +167,7 @@ class CompiledModule:
                 raise NNCCError("train_step needs an optimizer: nncc.compile(..., optimizer=optim.SGD(lr=0.01))")
             graph = apply_optimizer(graph, traced.params, len(graph.outputs) - len(traced.params), self.optimizer)
             stages["optimizer"] = str(graph)
-        return Program(graph, self.target, self.fuse, stages, self.parallel)
+        return Program(graph, self.target, self.fuse, stages, self.parallel, self.flush_denormals)
 
     # ---- running ------------------------------------------------------------------------------------------------
     def _feeds(self, xs: Sequence, target=None) -> dict[str, np.ndarray]:
@@ -338,8 +340,8 @@ ModelLike = Union[Module, str, Path]
 
 
 def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, optimizer: Any = None,
-            target: str = "cpu", fuse: bool = True, dtype: str = "f32", parallel: bool = False
-            ) -> CompiledModule:  # noqa: A001
+            target: str = "cpu", fuse: bool = True, dtype: str = "f32", parallel: bool = False,
+            flush_denormals: bool = True) -> CompiledModule:  # noqa: A001
     """Compile a model into a CompiledModule.
 
     ``model`` is an ``nncc.nn.Module``, a spec file (``.toml``) or an ONNX file (``.onnx``).
@@ -349,7 +351,9 @@ def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, o
     CPU convolutions and max-pools (windows inside the input) split the batch across numba's threads
     (``ops/cpu_chunks.py``), and the BLAS their chunks call, numpy's, is set to one thread for the process
     (``codegen/cpu/blas_threads.py``); ``parallel=True`` also runs the other CPU kernels' batch loops on numba's
-    threads, at a second or so more cold compile per kernel. Example::
+    threads, at a second or so more cold compile per kernel. ``flush_denormals=True`` runs the CPU kernels with
+    denormal floats flushed to zero, which keeps a training step whose values decay into them at full speed
+    (``codegen/cpu/float_mode.py``); False keeps IEEE gradual underflow, as PyTorch does by default. Example::
 
         fwd = nncc.compile(model, input_shape=(None, 1, 28, 28))
         step = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(),
@@ -364,7 +368,8 @@ def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, o
         raise UnsupportedError(f"cannot compile an object of type {type(model).__name__}: expected an nncc.nn.Module, "
                                f"a spec file or an ONNX file")
     types = compile_input_types(model, input_shape, dtype)
-    return CompiledModule(model, types, loss, optimizer, target, fuse, parallel=parallel)
+    return CompiledModule(model, types, loss, optimizer, target, fuse, parallel=parallel,
+                          flush_denormals=flush_denormals)
 
 
 def compile_input_types(model: Module, input_shape=None, dtype: str = "f32") -> list[TensorType]:

@@ -20,10 +20,11 @@ class CpuTarget:
     name = "cpu"
     epilogues = True  # anchors apply fused elementwise consumers (see passes/fusion.py)
 
-    def emit(self, graph: Graph, kernels: list[Kernel], parallel: bool, memory: Optional[MemoryPlan]) -> Emitted:
+    def emit(self, graph: Graph, kernels: list[Kernel], parallel: bool, memory: Optional[MemoryPlan],
+             flush_denormals: bool = True) -> Emitted:
         from .cpu.emitter import CpuEmitter
 
-        return CpuEmitter(graph, kernels, parallel, memory).emit()
+        return CpuEmitter(graph, kernels, parallel, memory, flush_denormals).emit()
 
     def to_device(self, array: np.ndarray) -> Any:
         return array
@@ -49,7 +50,8 @@ class CudaTarget:
                             "set NUMBA_ENABLE_CUDASIM=1 to run the CUDA kernels on numba's simulator")
         self.cuda = cuda
 
-    def emit(self, graph: Graph, kernels: list[Kernel], parallel: bool, memory: Optional[MemoryPlan]) -> Emitted:
+    def emit(self, graph: Graph, kernels: list[Kernel], parallel: bool, memory: Optional[MemoryPlan],
+             flush_denormals: bool = True) -> Emitted:  # a GPU's float32 arithmetic is not slowed by denormals
         from .cuda.emitter import CudaEmitter
 
         return CudaEmitter(graph, kernels, memory).emit()

@@ -32,14 +32,14 @@ PRANGE_ONLY = ('{"prange": True, "numpy": False, "reduction": False, "setitem": 
 CHUNK_LOOP = "for t in prange(T):  # one chunk per thread"
 
 #: pasted into generated CPU modules with chunked kernels, after native_calls.py's NATIVE_CALLS (it uses
-#: ``_SLOTS``, ``_plain`` and ``_invoke``)
+#: ``_SLOTS``, ``_plain`` and ``_invoke``, and float_mode.py's ``_read_float_mode`` and ``_float_mode``)
 LAUNCH_CALLS = f'''
 # ---- chunked kernels: their chunks run on numba's threads (see nncc/ops/cpu_chunks.py) --------------------------
 @intrinsic
 def _launch(typingctx, chunk, addresses, T, args):
     """Run ``chunk(t, T, packed args)`` for t in [0, T): on this thread when T is 1 (or ``_chunks`` has no
-    slot: one thread), else on numba's threads through ``_chunks``. The args are packed in a tuple on this
-    function's stack, which lives until the chunks are done."""
+    slot: one thread), else on numba's threads through ``_chunks``, in this thread's floating-point mode. The
+    args are packed in a tuple on this function's stack, which lives until the chunks are done."""
     packed = types.Tuple(tuple(map(_plain, args.types)))
     given = (types.int64, types.int64, types.CPointer(packed))
     chunk_slot = _slot_of(chunk.dispatcher, given)
@@ -66,7 +66,7 @@ def _launch(typingctx, chunk, addresses, T, args):
             with threaded:
                 pointer = builder.ptrtoint(slot, count.type)
                 _invoke(context, builder, builder.load(cgutils.gep(builder, table, launcher[0])),
-                        (types.int64,) * 3, (count, address, pointer))
+                        (types.int64,) * 4, (count, address, pointer, _read_float_mode(builder)))
         return context.get_dummy_value()
 
     return types.none(chunk, addresses, T, args), codegen
@@ -86,18 +86,21 @@ def _call_at(typingctx, address, args):
 
 
 @njit(cache=True, error_model="numpy", parallel={PRANGE_ONLY})
-def _chunks(T, chunk, args):
+def _chunks(T, chunk, args, mode):
     """Chunks 0 .. T-1 of a chunked kernel on numba's threads: ``chunk`` is the address of its chunk function
-    and ``args`` that of its packed arguments."""
+    and ``args`` that of its packed arguments; each runs in floating-point ``mode``, its launcher's MXCSR
+    (float_mode.py), and gives its thread back its own (unless the chunk raised)."""
     {CHUNK_LOOP}
+        own = _float_mode(mode, 0)
         _call_at(chunk, (np.int64(t), T, args))
+        _float_mode(own, 0)
 '''
 
 
 def launcher_slot() -> Optional[tuple[str, str]]:
     """The slot of the module's launcher ``_chunks`` (name, signature), or None with one thread of numba's:
     every chunked kernel then runs its single chunk on the calling thread and nothing launches."""
-    return ("_chunks", "void(int64, int64, int64)") if numba.config.NUMBA_NUM_THREADS > 1 else None
+    return ("_chunks", "void(int64, int64, int64, int64)") if numba.config.NUMBA_NUM_THREADS > 1 else None
 
 
 def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: bool = False,

@@ -17,16 +17,18 @@ import nncc
 from nncc import nn
 from nncc.codegen.cache import load_generated
 from nncc.codegen.cpu import parallel_compile
-from nncc.codegen.cpu.native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, WRAPPER
+from nncc.codegen.cpu.float_mode import FLOAT_MODE, FLOAT_MODE_IMPORTS
+from nncc.codegen.cpu.native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, wrapper
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _module(kernel: str, driver: str, slots: str, tag: str):
-    """A generated-style module: the native-call preamble, one kernel ``k0``, a driver and its slots."""
+    """A generated-style module: the native-call preamble, one kernel ``k0``, a driver and its slots; its
+    ``run`` flushes denormals, as nncc.compile's do by default."""
     source = "\n".join([f"# native-call test {tag}", "import numpy as np", "from numba import njit",
-                        NATIVE_CALLS_IMPORTS, "", textwrap.dedent(kernel), NATIVE_CALLS, f"_SLOTS = ({slots},)",
-                        textwrap.dedent(driver), WRAPPER])
+                        NATIVE_CALLS_IMPORTS, FLOAT_MODE_IMPORTS, "", textwrap.dedent(kernel), FLOAT_MODE,
+                        NATIVE_CALLS, f"_SLOTS = ({slots},)", textwrap.dedent(driver), wrapper(True)])
     return load_generated(source)
 
 
@@ -51,6 +53,8 @@ def test_a_kernel_error_reaches_the_caller():
     np.testing.assert_array_equal(module.run(np.ones(4, np.float32)), np.full(4, 2, np.float32))
     with pytest.raises(ValueError, match="refuses three"):
         module.run(np.ones(3, np.float32))
+    tiny = np.float32(1e-20)
+    assert tiny * tiny > 0  # the caller's floating-point mode is back: denormal products are not flushed
 
 
 def test_a_call_with_other_types_than_its_slot_is_refused():

@@ -3,8 +3,9 @@
 A case is (op, inputs, attrs) where each input is (shape, dtype, kind). dtype "f" is the float dtype the test
 picks (f32 for compiled kernels, f64 for references and finite differences), "d" is always f64, "i" int64,
 "b" bool. kind "any" draws from a normal distribution pushed away from 0 (clear of the kinks of relu, abs,
-sign and max), "pos" from [0.5, 2], "ties" the floats -1, 0 and 1 (equal maxima), "int" small integers, "label" class indices for the last dim of the first
-input, "bool" a mask, "seed" an i64 scalar, "lr" and "step" an optimizer's scalars.
+sign and max), "pos" from [0.5, 2], "ties" the floats -1, 0 and 1 (windows with equal maxima), "int" small
+integers, "label" class indices for the last dim of the first input, "bool" a mask, "seed" an i64 scalar,
+"lr" and "step" an optimizer's scalars.
 """
 from __future__ import annotations
 

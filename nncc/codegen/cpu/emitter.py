@@ -22,7 +22,8 @@ from ...passes.memory import MemoryPlan
 from ..emitted import Emitted
 from ..naming import comment_text
 from .blas import BLAS_CALLS, BLAS_IMPORTS
-from .native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, WRAPPER, array_type, numba_type
+from .float_mode import FLOAT_MODE, FLOAT_MODE_IMPORTS
+from .native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, array_type, numba_type, wrapper
 from .parallel_compile import compile_module
 
 _NP_NAMES = {"f32": "np.float32", "f64": "np.float64", "i64": "np.int64", "i32": "np.int32", "bool": "np.bool_"}
@@ -67,9 +68,10 @@ def describe_node(node: Node, names: dict[Value, str]) -> str:
 
 class CpuEmitter:
     def __init__(self, graph: Graph, kernels: list[Kernel], parallel: bool = False,
-                 memory: Optional[MemoryPlan] = None):
+                 memory: Optional[MemoryPlan] = None, flush_denormals: bool = True):
         self.graph = graph
         self.parallel = parallel
+        self.flush_denormals = flush_denormals
         self.memory = memory
         self.kernels = kernels
         self.ir_names: dict[Value, str] = {}  # printer-style %names, for comments
@@ -105,14 +107,16 @@ class CpuEmitter:
             "import numpy as np",
             "from numba import njit, prange",
             NATIVE_CALLS_IMPORTS,
+            FLOAT_MODE_IMPORTS,
             "",
             BLAS_CALLS,
         ]
         slots = "".join(f"\n    ({name}, {sig!r})," for name, sig in self.slots)
-        driver = [NATIVE_CALLS] + ([LAUNCH_CALLS] if self.chunked else []) + [
+        driver = [FLOAT_MODE, NATIVE_CALLS] + ([LAUNCH_CALLS] if self.chunked else []) + [
             f"_SLOTS = ({slots}\n)", f"_DRIVER_SIGNATURE = {self._driver_signature()!r}", "", "",
             _JIT.format(flags=""), f"def _run({', '.join(args + const_args + ['addresses'])}):"]
-        source = "\n".join(header + ["", "\n\n\n".join(self.functions), ""] + driver + self.lines + [WRAPPER])
+        source = "\n".join(header + ["", "\n\n\n".join(self.functions), ""] + driver + self.lines +
+                           [wrapper(self.flush_denormals)])
         return Emitted(source, "run", self.constants, len(self.by_source), self.memory, self._batch_source(),
                        before_first_call=compile_module,
                        threaded=launcher_slot() in self.slots or "parallel=True" in source)

@@ -16,6 +16,7 @@ import with numpy and numba alone); the emitter fills ``_SLOTS`` in after its ke
 from typing import Union
 
 from ...ir.types import TensorType
+from .float_mode import FLUSH_DENORMALS
 
 _NUMBA_DTYPES = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int32", "bool": "boolean"}
 
@@ -105,17 +106,31 @@ from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array"""
 
-WRAPPER = '''
+_WRAPPER = '''
 _addresses = None
 
 
 def run(*args):
-    """The graph's entry point: the driver, given the kernels' addresses (computed on the first call)."""
+    """The graph's entry point: the driver, given the kernels' addresses (computed on the first call){mode_doc}."""
     global _addresses
     if _addresses is None:
         _addresses = np.array([_address(kernel, signature) for kernel, signature in _SLOTS], np.int64)
-    return _run(*args, _addresses)
+{call}
 '''
+
+_FLUSHED_CALL = """    saved = _set_float_mode({bits}, -1)
+    try:
+        return _run(*args, _addresses)
+    finally:
+        _set_float_mode(saved, 0)"""
+
+
+def wrapper(flush_denormals: bool) -> str:
+    """The text of the module's entry point ``run``; with ``flush_denormals``, the driver runs with denormals
+    flushed to zero (float_mode.py)."""
+    if not flush_denormals:
+        return _WRAPPER.format(mode_doc="", call="    return _run(*args, _addresses)")
+    return _WRAPPER.format(mode_doc=", denormals flushed to zero", call=_FLUSHED_CALL.format(bits=hex(FLUSH_DENORMALS)))
 
 
 def array_type(dtype: str, rank: int) -> str:
