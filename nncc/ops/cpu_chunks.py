@@ -25,6 +25,8 @@ from typing import Optional
 
 import numba
 
+from ..codegen.cpu.float_mode import NO_FLUSH
+
 #: numba's parallel options for the launcher: only prange loops run in parallel
 PRANGE_ONLY = ('{"prange": True, "numpy": False, "reduction": False, "setitem": False, "inplace_binop": False, '
                '"comprehension": False, "stencil": False, "fusion": False}')
@@ -32,7 +34,8 @@ PRANGE_ONLY = ('{"prange": True, "numpy": False, "reduction": False, "setitem": 
 CHUNK_LOOP = "for t in prange(T):  # one chunk per thread"
 
 #: pasted into generated CPU modules with chunked kernels, after native_calls.py's NATIVE_CALLS (it uses
-#: ``_SLOTS``, ``_plain`` and ``_invoke``, and float_mode.py's ``_read_float_mode`` and ``_float_mode``)
+#: ``_SLOTS``, ``_plain`` and ``_invoke``, and float_mode.py's ``_read_float_mode``, ``_write_float_mode`` and
+#: ``_float_mode``)
 LAUNCH_CALLS = f'''
 # ---- chunked kernels: their chunks run on numba's threads (see nncc/ops/cpu_chunks.py) --------------------------
 @intrinsic
@@ -64,9 +67,10 @@ def _launch(typingctx, chunk, addresses, T, args):
             with alone:
                 on_this_thread()
             with threaded:
-                pointer = builder.ptrtoint(slot, count.type)
+                pointer, mode = builder.ptrtoint(slot, count.type), _read_float_mode(builder)
                 _invoke(context, builder, builder.load(cgutils.gep(builder, table, launcher[0])),
-                        (types.int64,) * 4, (count, address, pointer, _read_float_mode(builder)))
+                        (types.int64,) * 4, (count, address, pointer, mode))
+                _write_float_mode(builder, mode)  # this thread may have run a chunk: its mode back
         return context.get_dummy_value()
 
     return types.none(chunk, addresses, T, args), codegen
@@ -88,12 +92,12 @@ def _call_at(typingctx, address, args):
 @njit(cache=True, error_model="numpy", parallel={PRANGE_ONLY})
 def _chunks(T, chunk, args, mode):
     """Chunks 0 .. T-1 of a chunked kernel on numba's threads: ``chunk`` is the address of its chunk function
-    and ``args`` that of its packed arguments; each runs in floating-point ``mode``, its launcher's MXCSR
-    (float_mode.py), and gives its thread back its own (unless the chunk raised)."""
+    and ``args`` that of its packed arguments; each runs in floating-point ``mode``, its launcher's MXCSR,
+    and leaves its thread flushing no denormals (codegen/cpu/float_mode.py)."""
     {CHUNK_LOOP}
-        own = _float_mode(mode, 0)
+        _float_mode(mode, 0)
         _call_at(chunk, (np.int64(t), T, args))
-        _float_mode(own, 0)
+        _float_mode(0, {NO_FLUSH:#x})
 '''
 
 

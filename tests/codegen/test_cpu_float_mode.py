@@ -1,5 +1,10 @@
 """Denormal floats are flushed to zero while a compiled CPU module runs (nncc/codegen/cpu/float_mode.py), on the
 calling thread and on the threads running a kernel's chunks, and the caller's mode is back afterwards."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,6 +14,7 @@ from nncc.ops.cpu_chunks import launcher_slot
 
 TINY = np.float32(1e-20)  # its square is denormal (about 1e-40)
 DENORMAL = np.float32(1e-39)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Square(nn.Module):
@@ -45,3 +51,28 @@ def test_chunks_on_numba_threads_read_denormal_inputs_as_zero():
     np.testing.assert_array_equal(flushed, 0)
     np.testing.assert_allclose(kept, 25 * np.float64(DENORMAL), rtol=1e-5)
 
+
+
+# in a fresh process, so that the flushing call is the one that starts numba's threads
+AFTERWARDS = """
+import numpy as np, nncc
+from numba import njit, prange
+from codegen.test_cpu_float_mode import Sum25
+
+@njit(parallel=True)
+def squares(a, out):
+    for i in prange(a.size):
+        out[i] = a[i] * a[i]
+
+nncc.compile(Sum25(), input_shape=(None, 1, 5, 5))(np.full((4, 1, 5, 5), np.float32(1e-39), np.float32))
+a = np.full(1000, np.float32(1e-20), np.float32)
+out = np.zeros_like(a)
+squares(a, out)
+print(int((out == 0).sum()))
+"""
+
+
+def test_numba_threads_started_by_a_flushing_call_do_not_keep_flushing(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    out = subprocess.run([sys.executable, "-c", AFTERWARDS], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0"  # every thread's squares are denormal, none flushed

@@ -9,8 +9,11 @@ With ``flush_denormals=True`` (``nncc.compile``'s default) the module's ``run`` 
 zero) and DAZ (denormal inputs read as zero) bits of MXCSR, the SSE control register of the calling thread,
 for the duration of the call and restores the caller's register afterwards, when a kernel raises too. Chunks
 of a kernel running on numba's threads (``ops/cpu_chunks.py``) take the mode of the thread that launched
-them, whether it flushes or not, and restore their thread's own after the chunk (the loops that
-``parallel=True`` hands numba's parfors run in their threads' own mode). Values differ from IEEE
+them, whether it flushes or not, and each thread that ran one flushes no more after it (NO_FLUSH): numba
+starts its threads when they are first needed, inside a flushing call, and they would keep that mode for the
+process's other parallel numba code (the launching thread takes its own mode back once its chunks are done;
+a chunk that raises leaves its thread flushing). The loops that ``parallel=True`` hands numba's parfors run
+in their threads' own mode. Values differ from IEEE
 arithmetic only where they would have been denormal. PyTorch keeps denormals unless told otherwise
 (``torch.set_flush_denormal(True)``); TensorFlow flushes them. On processors other than x86-64 the mode is
 left as it is (``_X86`` is decided where the module is imported, which may not be where it was generated).
@@ -18,11 +21,13 @@ left as it is (``_X86`` is decided where the module is imported, which may not b
 
 #: MXCSR's FTZ (bit 15) and DAZ (bit 6)
 FLUSH_DENORMALS = 0x8040
+#: a mask keeping every other bit of MXCSR
+NO_FLUSH = ~FLUSH_DENORMALS & 0xFFFFFFFF
 
 FLOAT_MODE_IMPORTS = "import platform\n\nfrom llvmlite import ir as llvm_ir"
 
-#: pasted into every generated CPU module, before the native calls (``_launch`` reads the mode with
-#: ``_read_float_mode``)
+#: pasted into every generated CPU module, before the native calls (``_launch`` reads and writes the mode with
+#: ``_read_float_mode`` and ``_write_float_mode``)
 FLOAT_MODE = '''
 # ---- the floating-point mode of a call: denormals flushed to zero (see nncc/codegen/cpu/float_mode.py) -----------
 _X86 = platform.machine().lower() in ("x86_64", "amd64")
@@ -45,17 +50,20 @@ def _read_float_mode(builder):
     return builder.zext(builder.load(slot), llvm_ir.IntType(64))
 
 
+def _write_float_mode(builder, mode):
+    """The calling thread's MXCSR := ``mode`` (an int64; nothing where there is no MXCSR)."""
+    if _X86:
+        slot = cgutils.alloca_once(builder, llvm_ir.IntType(32))
+        builder.store(builder.trunc(mode, llvm_ir.IntType(32)), slot)
+        _mxcsr(builder, "ldmxcsr", slot)
+
+
 @intrinsic
 def _float_mode(typingctx, set_bits, keep_bits):
     """MXCSR := (MXCSR & keep_bits) | set_bits on the calling thread; returns its previous value."""
     def codegen(context, builder, sig, args):
         previous = _read_float_mode(builder)
-        if _X86:
-            i32 = llvm_ir.IntType(32)
-            slot = cgutils.alloca_once(builder, i32)
-            kept = builder.and_(builder.trunc(previous, i32), builder.trunc(args[1], i32))
-            builder.store(builder.or_(kept, builder.trunc(args[0], i32)), slot)
-            _mxcsr(builder, "ldmxcsr", slot)
+        _write_float_mode(builder, builder.or_(builder.and_(previous, args[1]), args[0]))
         return previous
 
     return types.int64(types.int64, types.int64), codegen
