@@ -218,11 +218,11 @@ _CHUNK = """    N, K, P, Q = {shaped}.shape
 
 
 def _chunked(groups: int, name: str, params: str, shaped: str, setup: str, scratch: list[tuple[str, str, str]],
-             per_group: str, per_sample: str, reduced: bool = False, finish: str = "") -> str:
+             per_group: str, per_sample: str, reduced: tuple[str, ...] = (), finish: str = "") -> str:
     """The chunk and kernel functions of a conv op. ``shaped``: the param of shape [N, K, P, Q] (the output of
     the forward op, the output gradient of the backward ones); ``setup``: lines run once per chunk;
     ``scratch``: (name, shape, np.empty or np.zeros) of each per-chunk matrix, in the first param's dtype;
-    ``finish``: lines run once per chunk after its samples."""
+    ``finish``: lines run once per chunk after its samples; ``reduced``: as chunked_kernel's."""
     indent = lambda text, pad: "".join(pad + line + "\n" for line in text.strip("\n").split("\n")) if text else ""
     allocs = "".join(f"    {n} = {fill}({shape}, {params.split(',')[0]}.dtype)\n" for n, shape, fill in scratch)
     chunk = _CHUNK.format(shaped=shaped, setup=indent(setup, "    "), scratch=allocs, groups=groups,
@@ -255,9 +255,11 @@ for k in range(Kg):
 TRANSPOSED_WEIGHT_GRAD = 128
 
 
-def _backward_weight_cpu(node, name):
+def _backward_weight_cpu(node, name, bias_grad: bool = False):
     """Per sample: gw[group rows] += gy[n, group rows] @ im2col(x[n]).T, accumulated by BLAS (beta = 1) into
-    the chunk's row of partial sums, so nothing batch-sized is built; the kernel adds the rows up.
+    the chunk's row of partial sums, so nothing batch-sized is built; the kernel adds the rows up. With
+    ``bias_grad`` (the fusion pass gave the kernel the conv's bias gradient, fusion.py), the chunk also adds
+    each sample's gy rows into the bias part of its row, reading them while the product has them in cache.
 
     Both operands of that product run along the pixels, so one of them is transposed for BLAS, which OpenBLAS
     does slowly when im2col has many rows: a 16x100 by 100x150 product (LeNet's conv2) took 12.3 us against
@@ -267,20 +269,28 @@ def _backward_weight_cpu(node, name):
     transposed into its row at the end. The choice is made at run time from w's shape, so convolutions on
     either side of it share one compiled kernel."""
     groups = _geometry(node.attrs)[3]
-    return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
-        groups, name, "x, gy, w, out, ph, pw", "gy",
-        f"""g3 = gy.reshape((N, K, P * Q))
-acc = partial[t].reshape((K, Cg * R * S))
-transposed = Cg * R * S >= {TRANSPOSED_WEIGHT_GRAD}
+    bias = """
+for k in range(k0, k0 + Kg):
+    gy_k = g3[n, k]
+    total = gy.dtype.type(0)
+    for j in range(P * Q):
+        total += gy_k[j]
+    acc_b[k] += total""" if bias_grad else ""
+    setup = "g3 = gy.reshape((N, K, P * Q))\nacc = partial[t, :out.size].reshape((K, Cg * R * S))\n" + \
+        ("acc_b = partial[t, out.size:]\n" if bias_grad else "") + f"""transposed = Cg * R * S >= {TRANSPOSED_WEIGHT_GRAD}
 acc_t = np.zeros((Cg * R * S, K) if transposed else (0, 0), gy.dtype)
-gy_t = np.empty((P * Q, Kg) if transposed else (0, 0), gy.dtype)""",
+gy_t = np.empty((P * Q, Kg) if transposed else (0, 0), gy.dtype)"""
+    return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
+        groups, name, "x, gy, w, out" + (", gb" if bias_grad else "") + ", ph, pw", "gy",
+        setup,
         [("col", "(Cg * R * S, P * Q)", "np.empty"), ("xp", _padded_src("x"), "np.zeros")], "",
         f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)
 if transposed:
     gy_t[...] = g3[n, k0:k0 + Kg].T
     _gemm(col, gy_t, acc_t[:, k0:k0 + Kg], 1.0)
 else:
-    _gemm(g3[n, k0:k0 + Kg], col.T, acc[k0:k0 + Kg], 1.0)""", reduced=True, finish="""if transposed:
+    _gemm(g3[n, k0:k0 + Kg], col.T, acc[k0:k0 + Kg], 1.0){bias}""", reduced=("out", "gb") if bias_grad else ("out",),
+        finish="""if transposed:
     acc[...] = acc_t.T""")
 
 
@@ -488,7 +498,7 @@ register(OpDef("conv2d_backward_input", "kernel", _bwd_input_infer, _bwd_input_r
                runtime_attrs=_padding))
 register(OpDef("conv2d_backward_weight", "kernel", _bwd_weight_infer, _bwd_weight_ref,
                lower={"cpu": _backward_weight_cpu, "cuda": _backward_weight_cuda}, flops=_bwd_flops,
-               runtime_attrs=_padding))
+               runtime_attrs=_padding, bias_grad=True, reassociate=True))
 
 
 # ---- conv_transpose2d(x, w) {stride, padding, dilation, groups, output_padding} ---------------------------------

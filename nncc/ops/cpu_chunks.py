@@ -107,21 +107,26 @@ def launcher_slot() -> Optional[tuple[str, str]]:
     return ("_chunks", "void(int64, int64, int64, int64)") if numba.config.NUMBA_NUM_THREADS > 1 else None
 
 
-def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: bool = False,
+def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: tuple[str, ...] = (),
                    output: str = "out") -> str:
     """The chunk function ``name_chunk(t, T, args)``, whose body ``chunk`` runs samples [lo, hi) of the
     ``batch`` (an expression of the params) on the unpacked ``params`` and ``partial``, and the kernel
     ``name(params, addresses)`` running it on one chunk per thread of numba's. The thread count is fixed when
     the source is generated (numba's get_num_threads() in a kernel would make it uncacheable), so it is part of
-    the cache key. ``reduced``: the chunks' partial rows are summed into ``output``, the param holding the
-    kernel's (first) output."""
-    finish = f"""    flat = {output}.reshape(-1)
-    for i in range(flat.size):
-        total = partial[0, i]
-        for t in range(1, T):
-            total += partial[t, i]
-        flat[i] = total
+    the cache key. ``reduced``: the params (outputs of one dtype) whose elements a partial row holds, one
+    after the other; the kernel sums the chunks' rows into them. ``output``: the param whose dtype ``partial``
+    has when nothing is reduced."""
+    outputs = "".join(f"{o}.reshape(-1), " for o in reduced)
+    finish = f"""    at = 0
+    for flat in ({outputs}):
+        for i in range(flat.size):
+            total = partial[0, at + i]
+            for t in range(1, T):
+                total += partial[t, at + i]
+            flat[i] = total
+        at += flat.size
 """ if reduced else ""
+    size = " + ".join(f"{o}.size" for o in reduced) or "0"
     return f"""def {name}_chunk(t, T, args):
     {params}, partial = args[0]
     lo, hi = t * {batch} // T, (t + 1) * {batch} // T  # this chunk's samples
@@ -130,6 +135,6 @@ def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: bool
 
 def {name}({params}, addresses):
     T = max(1, min({batch}, {numba.config.NUMBA_NUM_THREADS}))  # chunks of the batch
-    partial = np.zeros((T, {output + ".size" if reduced else 0}), {output}.dtype)
+    partial = np.zeros((T, {size}), {reduced[0] if reduced else output}.dtype)
     _launch({name}_chunk, addresses, T, ({params}, partial))
 {finish}"""

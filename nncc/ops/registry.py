@@ -39,6 +39,10 @@ class OpDef:
     # consumers the fusion pass gave it), calls {name}_epilogue(lo, hi, e0, e1, ...) on each finished range of
     # output rows, while they are still in cache
     epilogue: bool = False
+    # kernel: an anchor whose CPU lowering, given bias_grad=True, also writes the sum of its input #1 over
+    # every axis but 1 into an extra output after its own (a conv's bias gradient, folded into the weight
+    # gradient's pass over the output gradient); the fusion pass gives it such a sum
+    bias_grad: bool = False
     # kernel: attributes its CPU lowering takes as trailing integer parameters (after the arrays, before any
     # epilogue parameters) instead of constants in the source, so nodes differing only in them share one
     # compiled kernel (conv padding: LeNet's two convolutions and their weight gradients); node -> name: value

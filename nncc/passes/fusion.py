@@ -4,7 +4,10 @@ Elementwise nodes join the kernel of an elementwise producer when they loop over
 chain such as ``add -> relu`` or an optimizer's arithmetic becomes one loop nest. With ``epilogues``, they also
 join an anchor (an op declaring ``epilogue``, such as conv2d or matmul) whose output they read: the anchor's
 lowering then applies them to each block of output rows it finishes (conv2d: per sample, while the sample is
-in cache). Every other node is a kernel of its own. A node joins a kernel only if its other inputs exist
+in cache). Also with ``epilogues``, the sum of an anchor's input #1 over every axis but 1 joins an anchor
+declaring ``bias_grad`` (a conv weight gradient: the bias gradient is that sum of the same output gradient,
+added up while each sample of it is in cache). Every other node is a kernel of its own. A node joins a kernel
+only if its other inputs exist
 before the kernel starts, so the partition never creates a cycle. The result is a plan for the codegen; the
 IR itself is unchanged.
 """
@@ -32,7 +35,12 @@ class Kernel:
     @property
     def epilogue(self) -> list[Node]:
         """The elementwise nodes an anchor kernel applies to its output (empty for other kernels)."""
-        return self.nodes[1:] if self.kind == "kernel" else []
+        return [n for n in self.nodes[1:] if get_op(n.op).kind == "elementwise"] if self.kind == "kernel" else []
+
+    @property
+    def bias_sum(self) -> Node | None:
+        """The sum a ``bias_grad`` anchor computes alongside its output, if the fusion pass gave it one."""
+        return next((n for n in self.nodes[1:] if n.op == "sum"), None) if self.kind == "kernel" else None
 
 
 def plan_kernels(graph: Graph, fuse: bool = True, epilogues: bool = True) -> list[Kernel]:
@@ -44,7 +52,10 @@ def plan_kernels(graph: Graph, fuse: bool = True, epilogues: bool = True) -> lis
     produced_at: dict[Value, int] = {}
     for index, node in enumerate(graph.nodes):
         kind = get_op(node.op).kind
-        target = _fusable_kernel(node, kind, home, position, produced_at, epilogues) if fuse else None
+        target = None
+        if fuse:
+            target = _fusable_kernel(node, kind, home, position, produced_at, epilogues) or \
+                (_bias_grad_kernel(node, kernels) if epilogues else None)
         if target is None:
             target = Kernel([], kind)
             position[target] = index
@@ -70,6 +81,17 @@ def _fusable_kernel(node, kind, home, position, produced_at, epilogues):
     return None
 
 
+def _bias_grad_kernel(node, kernels: list[Kernel]):
+    """The kernel of a lone ``bias_grad`` anchor whose input #1 ``node`` sums over every axis but 1."""
+    if node.op != "sum" or node.attrs.get("keepdims", False):
+        return None
+    x = node.inputs[0]
+    if x.type.rank < 2 or sorted(node.attrs["axes"]) != [a for a in range(x.type.rank) if a != 1]:
+        return None
+    return next((k for k in kernels if len(k.nodes) == 1 and get_op(k.nodes[0].op).bias_grad
+                 and k.nodes[0].inputs[1] is x), None)
+
+
 def _absorbs(kernel: Kernel, epilogues: bool) -> bool:
     """Whether elementwise consumers of ``kernel``'s values may join it: anchors hand their epilogue ranges of
     output rows, so they need one output with a leading axis."""
@@ -77,7 +99,7 @@ def _absorbs(kernel: Kernel, epilogues: bool) -> bool:
         return True
     anchor = kernel.nodes[0]
     return (epilogues and kernel.kind == "kernel" and get_op(anchor.op).epilogue and len(anchor.outputs) == 1
-            and anchor.outputs[0].type.rank > 0)
+            and anchor.outputs[0].type.rank > 0 and kernel.bias_sum is None)
 
 
 def _fill_boundaries(graph: Graph, kernels: list[Kernel], home: dict[Value, Kernel]) -> None:
@@ -110,6 +132,7 @@ def format_plan(graph: Graph, kernels: list[Kernel]) -> str:
     lines = [f"kernels of graph {graph.name}: {len(kernels)}"]
     for i, k in enumerate(kernels):
         kind = f"{k.kind} + {len(k.epilogue)}-node epilogue" if k.epilogue else k.kind
+        kind += " + bias gradient" if k.bias_sum else ""
         lines.append(f"kernel #{i} ({kind}, {len(k.nodes)} node{'s' if len(k.nodes) > 1 else ''}):")
         lines.extend("    " + describe_node(n, names) for n in k.nodes)
     return "\n".join(lines) + "\n"

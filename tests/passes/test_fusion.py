@@ -4,6 +4,7 @@ import numpy as np
 
 import nncc
 from nncc import nn
+from nncc.compiler import Program
 from nncc.ir import parse_graph
 from nncc.passes.fusion import format_plan, plan_kernels
 from parity.nncc_models import MODELS
@@ -145,3 +146,36 @@ def test_the_plans_of_a_training_step_are_schedulable():
     assert_schedulable(graph, fused)
     assert_schedulable(graph, plan_kernels(graph, fuse=False))
     assert len(fused) < len(graph.nodes)
+
+
+CONV_GRADS = """graph g(%x: f32[N,2,5,5], %gy: f32[N,3,3,3], %w: f32[3,2,3,3]) -> (f32[3,2,3,3], f32[3], f32[N,3,3]) {
+  %0 = conv2d_backward_weight(%x, %gy, %w) {dilation=[1, 1], groups=1, padding=[0, 0], stride=[1, 1]} : f32[3,2,3,3]
+  %1 = sum(%gy) {axes=[0, 2, 3], keepdims=false} : f32[3]
+  %2 = sum(%gy) {axes=[1], keepdims=false} : f32[N,3,3]
+  return %0, %1, %2
+}
+"""
+# The sum of the weight gradient's output gradient over every axis but the channels (the conv's bias gradient)
+# joins it on the CPU; a sum over other axes does not.
+CONV_GRADS_PLAN = """kernels of graph g: 2
+kernel #0 (kernel + bias gradient, 2 nodes):
+    %0 = conv2d_backward_weight(%x, %gy, %w) {dilation=[1, 1], groups=1, padding=[0, 0], stride=[1, 1]}
+    %1 = sum(%gy) {axes=[0, 2, 3], keepdims=false}
+kernel #1 (kernel, 1 node):
+    %2 = sum(%gy) {axes=[1], keepdims=false}
+"""
+
+
+def test_a_conv_weight_gradient_absorbs_the_bias_gradient_on_the_cpu():
+    graph = parse_graph(CONV_GRADS)
+    kernels = plan_kernels(graph)
+    assert format_plan(graph, kernels) == CONV_GRADS_PLAN
+    assert kernels[0].bias_sum is graph.nodes[1] and kernels[0].epilogue == []
+    assert len(plan_kernels(graph, epilogues=False)) == 3  # the CUDA target's plan keeps three kernels
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((4, 2, 5, 5)).astype(np.float32),
+             "gy": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+             "w": rng.standard_normal((3, 2, 3, 3)).astype(np.float32)}
+    fused, unfused = Program(parse_graph(CONV_GRADS))(feeds), Program(parse_graph(CONV_GRADS), fuse=False)(feeds)
+    for have, want in zip(fused, unfused):
+        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-5)

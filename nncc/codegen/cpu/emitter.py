@@ -226,6 +226,8 @@ class CpuEmitter:
             values = kernel.inputs + kernel.outputs
         elif kernel.epilogue:
             name, values = self._anchor_with_epilogue(kernel)
+        elif kernel.bias_sum is not None:
+            name, values = self._anchor_with_bias_grad(kernel)
         else:
             op = get_op(node.op)
             name = self._function(op.lower["cpu"](node, "KERNEL"), op.reassociate)
@@ -273,6 +275,17 @@ class CpuEmitter:
         for v in [result] + epi.outputs:
             self._alloc(v)
         return name, anchor.inputs + anchor.outputs + _runtime_attrs(anchor) + epi.inputs + epi.outputs
+
+
+    def _anchor_with_bias_grad(self, kernel: Kernel) -> tuple[str, list]:
+        """A ``bias_grad`` anchor (a conv weight gradient) that also writes the bias gradient, the sum the
+        fusion pass gave it, into a parameter after its own outputs."""
+        anchor, bias = kernel.nodes[0], kernel.bias_sum.outputs[0]
+        op = get_op(anchor.op)
+        name = self._function(op.lower["cpu"](anchor, "KERNEL", bias_grad=True), op.reassociate)
+        for v in anchor.outputs + [bias]:
+            self._alloc(v)
+        return name, anchor.inputs + anchor.outputs + [bias] + _runtime_attrs(anchor)
 
 
 def _signature(types_: list[str]) -> str:
