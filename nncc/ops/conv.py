@@ -276,10 +276,11 @@ for k in range(k0, k0 + Kg):
     for j in range(P * Q):
         total += gy_k[j]
     acc_b[k] += total""" if bias_grad else ""
-    setup = "g3 = gy.reshape((N, K, P * Q))\nacc = partial[t, :out.size].reshape((K, Cg * R * S))\n" + \
-        ("acc_b = partial[t, out.size:]\n" if bias_grad else "") + f"""transposed = Cg * R * S >= {TRANSPOSED_WEIGHT_GRAD}
-acc_t = np.zeros((Cg * R * S, K) if transposed else (0, 0), gy.dtype)
-gy_t = np.empty((P * Q, Kg) if transposed else (0, 0), gy.dtype)"""
+    setup = "\n".join(["g3 = gy.reshape((N, K, P * Q))", "acc = partial[t, :out.size].reshape((K, Cg * R * S))"] +
+                      (["acc_b = partial[t, out.size:]"] if bias_grad else []) +
+                      [f"transposed = Cg * R * S >= {TRANSPOSED_WEIGHT_GRAD}",
+                       "acc_t = np.zeros((Cg * R * S, K) if transposed else (0, 0), gy.dtype)",
+                       "gy_t = np.empty((P * Q, Kg) if transposed else (0, 0), gy.dtype)"])
     return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
         groups, name, "x, gy, w, out" + (", gb" if bias_grad else "") + ", ph, pw", "gy",
         setup,

@@ -276,7 +276,6 @@ class CpuEmitter:
             self._alloc(v)
         return name, anchor.inputs + anchor.outputs + _runtime_attrs(anchor) + epi.inputs + epi.outputs
 
-
     def _anchor_with_bias_grad(self, kernel: Kernel) -> tuple[str, list]:
         """A ``bias_grad`` anchor (a conv weight gradient) that also writes the bias gradient, the sum the
         fusion pass gave it, into a parameter after its own outputs."""

@@ -13,10 +13,10 @@ them, whether it flushes or not, and each thread that ran one flushes no more af
 starts its threads when they are first needed, inside a flushing call, and they would keep that mode for the
 process's other parallel numba code (the launching thread takes its own mode back once its chunks are done;
 a chunk that raises leaves its thread flushing). The loops that ``parallel=True`` hands numba's parfors run
-in their threads' own mode. Values differ from IEEE
-arithmetic only where they would have been denormal. PyTorch keeps denormals unless told otherwise
-(``torch.set_flush_denormal(True)``); TensorFlow flushes them. On processors other than x86-64 the mode is
-left as it is (``_X86`` is decided where the module is imported, which may not be where it was generated).
+in their threads' own mode. Values differ from IEEE arithmetic only where they would have been denormal.
+PyTorch keeps denormals unless told otherwise (``torch.set_flush_denormal(True)``); TensorFlow flushes them.
+On processors other than x86-64 the mode is left as it is (``_X86`` is decided where the module is imported,
+which may not be where it was generated).
 """
 
 #: MXCSR's FTZ (bit 15) and DAZ (bit 6)
