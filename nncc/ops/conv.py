@@ -150,9 +150,28 @@ def _padding(node) -> dict[str, int]:
     return {"ph": ph, "pw": pw}
 
 
-def _padded_src(image: str) -> str:
-    """The shape of the zero-padded plane of array ``image`` that im2col reads from and col2im adds into."""
-    return f"({image}.shape[2] + 2 * ph, {image}.shape[3] + 2 * pw)"
+def _padded_src(image: str, slack: int = 0) -> str:
+    """The shape of the zero-padded plane of array ``image`` that im2col reads from and col2im adds into, with
+    ``slack`` more columns of zeros."""
+    return f"({image}.shape[2] + 2 * ph, {image}.shape[3] + 2 * pw{f' + {slack}' if slack else ''})"
+
+
+#: im2col of a conv with unit stride and dilation along the width copies each row segment of Q entries as Q
+#: rounded up to a multiple of this, into matrix rows and a padded plane with that much room to spare
+IM2COL_SLACK = 16
+
+
+def _slack(attrs) -> int:
+    (_, sw), _, (_, dw), _ = _geometry(attrs)
+    return IM2COL_SLACK if (sw, dw) == (1, 1) else 0
+
+
+def _im2col_scratch(attrs) -> list[tuple[str, str, str]]:
+    """The per-chunk matrix im2col writes (``col``; its first P * Q columns are the matrix) and the plane it
+    reads (``xp``)."""
+    slack = _slack(attrs)
+    return [("col", f"(Cg * R * S, P * Q{f' + {slack}' if slack else ''})", "np.empty"),
+            ("xp", _padded_src("x", slack), "np.zeros")]
 
 
 def _im2col_src(name, attrs):
@@ -161,10 +180,22 @@ def _im2col_src(name, attrs):
     stays zero). One sample at a time, so the matrix stays in cache for the product. Every index is a loop
     variable, or one plus a constant: numba checks possibly negative indices for wraparound, which stops
     LLVM from vectorising (a 24-float copy measured 35 ns indexed as src[q + shift] with shift < 0, 2 ns like
-    this); the run-time padding offsets go into slices, checked once per row."""
+    this); the run-time padding offsets go into slices, checked once per row.
+
+    With unit stride and dilation along the width, each segment is copied as QW entries, Q rounded up to a
+    multiple of IM2COL_SLACK: whole vectors, no scalar remainder loop (LeNet's conv2, Q = 10: 5.1 -> 3.4 us a
+    sample). The entries past Q land where the next segment, or the row's slack, is written after them."""
     (sh, sw), _, (dh, dw), _ = _geometry(attrs)
+    slack = _slack(attrs)
+    segment = f"""                    src = xp[p * {sh} + r * {dh}, s:s + QW]
+                    dst = row[p * Q:p * Q + QW]
+                    for q in range(QW):
+                        dst[q] = src[q]""" if slack else f"""                    src = xp[p * {sh} + r * {dh}]
+                    base = p * Q
+                    for q in range(Q):
+                        row[base + q] = src[s * {dw} + q * {sw}]"""
     return f"""def {name}(x, n, c0, R, S, P, Q, col, xp, ph, pw):
-    H, W = x.shape[2], x.shape[3]
+    H, W = x.shape[2], x.shape[3]{f"{chr(10)}    QW = (Q + {slack - 1}) // {slack} * {slack}" if slack else ""}
     for c in range(col.shape[0] // (R * S)):
         plane = x[n, c0 + c]
         for h in range(H):
@@ -176,10 +207,7 @@ def _im2col_src(name, attrs):
             for s in range(S):
                 row = col[(c * R + r) * S + s]
                 for p in range(P):
-                    src = xp[p * {sh} + r * {dh}]
-                    base = p * Q
-                    for q in range(Q):
-                        row[base + q] = src[s * {dw} + q * {sw}]"""
+{segment}"""
 
 
 def _col2im_src(name, attrs):
@@ -246,9 +274,8 @@ for k in range(Kg):
     params = ("x, w, b, out" if has_bias else "x, w, out") + ", ph, pw" + (f", {epilogue}" if epilogue else "")
     return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
         groups, name, params, "out", "w2 = w.reshape((K, Cg * R * S))\no3 = out.reshape((N, K, P * Q))",
-        [("col", "(Cg * R * S, P * Q)", "np.empty"), ("xp", _padded_src("x"), "np.zeros")],
-        "wg = np.ascontiguousarray(w2[k0:k0 + Kg])",
-        f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\n_gemm(wg, col, o3[n, k0:k0 + Kg], 0.0)" + bias)
+        _im2col_scratch(node.attrs), "wg = np.ascontiguousarray(w2[k0:k0 + Kg])\ncols = col[:, :P * Q]",
+        f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\n_gemm(wg, cols, o3[n, k0:k0 + Kg], 0.0)" + bias)
 
 
 #: a weight gradient with at least this many taps per output channel (C/groups * R * S) is computed transposed
@@ -284,13 +311,13 @@ for k in range(k0, k0 + Kg):
     return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
         groups, name, "x, gy, w, out" + (", gb" if bias_grad else "") + ", ph, pw", "gy",
         setup,
-        [("col", "(Cg * R * S, P * Q)", "np.empty"), ("xp", _padded_src("x"), "np.zeros")], "",
+        _im2col_scratch(node.attrs), "cols = col[:, :P * Q]",
         f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)
 if transposed:
     gy_t[...] = g3[n, k0:k0 + Kg].T
-    _gemm(col, gy_t, acc_t[:, k0:k0 + Kg], 1.0)
+    _gemm(cols, gy_t, acc_t[:, k0:k0 + Kg], 1.0)
 else:
-    _gemm(g3[n, k0:k0 + Kg], col.T, acc[k0:k0 + Kg], 1.0){bias}""", reduced=("out", "gb") if bias_grad else ("out",),
+    _gemm(g3[n, k0:k0 + Kg], cols.T, acc[k0:k0 + Kg], 1.0){bias}""", reduced=("out", "gb") if bias_grad else ("out",),
         finish="""if transposed:
     acc[...] = acc_t.T""")
 

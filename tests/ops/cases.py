@@ -75,7 +75,10 @@ CASES = [
      CONV_ODD),
     ("conv2d_backward_weight", [((1, 4, 7, 7), "f", "any"), ((1, 4, 3, 3), "f", "any"), ((4, 2, 3, 3), "f", "any")],
      CONV_ODD),
-    # ... and with enough taps per output channel (16 * 3 * 3) to be computed transposed
+    # ... with unit stride (im2col copies whole vectors), and with enough taps per output channel (16 * 3 * 3) to
+    # be computed transposed
+    ("conv2d_backward_weight", [((2, 2, 5, 5), "f", "any"), ((2, 3, 5, 5), "f", "any"), ((3, 2, 3, 3), "f", "any")],
+     CONV),
     ("conv2d_backward_weight", [((2, 32, 7, 7), "f", "any"), ((2, 4, 3, 3), "f", "any"),
                                 ((4, 16, 3, 3), "f", "any")], CONV_ODD),
     # pooling: plain, dilated, ceil_mode with padding (with and without the padding in the average's divisor)
