@@ -194,8 +194,9 @@ def _im2col_src(name, attrs):
                     base = p * Q
                     for q in range(Q):
                         row[base + q] = src[s * {dw} + q * {sw}]"""
+    rounded = f"\n    QW = (Q + {slack - 1}) // {slack} * {slack}" if slack else ""
     return f"""def {name}(x, n, c0, R, S, P, Q, col, xp, ph, pw):
-    H, W = x.shape[2], x.shape[3]{f"{chr(10)}    QW = (Q + {slack - 1}) // {slack} * {slack}" if slack else ""}
+    H, W = x.shape[2], x.shape[3]{rounded}
     for c in range(col.shape[0] // (R * S)):
         plane = x[n, c0 + c]
         for h in range(H):

@@ -7,9 +7,8 @@ lowering then applies them to each block of output rows it finishes (conv2d: per
 in cache). Also with ``epilogues``, the sum of an anchor's input #1 over every axis but 1 joins an anchor
 declaring ``bias_grad`` (a conv weight gradient: the bias gradient is that sum of the same output gradient,
 added up while each sample of it is in cache). Every other node is a kernel of its own. A node joins a kernel
-only if its other inputs exist
-before the kernel starts, so the partition never creates a cycle. The result is a plan for the codegen; the
-IR itself is unchanged.
+only if its other inputs exist before the kernel starts, so the partition never creates a cycle. The result is
+a plan for the codegen; the IR itself is unchanged.
 """
 from __future__ import annotations
 

@@ -52,7 +52,6 @@ def test_chunks_on_numba_threads_read_denormal_inputs_as_zero():
     np.testing.assert_allclose(kept, 25 * np.float64(DENORMAL), rtol=1e-5)
 
 
-
 # in a fresh process, so that the flushing call is the one that starts numba's threads
 AFTERWARDS = """
 import numpy as np, nncc
@@ -72,7 +71,7 @@ print(int((out == 0).sum()))
 """
 
 
-def test_numba_threads_started_by_a_flushing_call_do_not_keep_flushing(tmp_path):
+def test_numba_threads_started_by_a_flushing_call_do_not_keep_flushing():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
     out = subprocess.run([sys.executable, "-c", AFTERWARDS], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "0"  # every thread's squares are denormal, none flushed
