@@ -108,14 +108,15 @@ def launcher_slot() -> Optional[tuple[str, str]]:
 
 
 def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: tuple[str, ...] = (),
-                   output: str = "out") -> str:
+                   output: str = "out", worth_threads: str = "") -> str:
     """The chunk function ``name_chunk(t, T, args)``, whose body ``chunk`` runs samples [lo, hi) of the
     ``batch`` (an expression of the params) on the unpacked ``params`` and ``partial``, and the kernel
     ``name(params, addresses)`` running it on one chunk per thread of numba's. The thread count is fixed when
     the source is generated (numba's get_num_threads() in a kernel would make it uncacheable), so it is part of
     the cache key. ``reduced``: the params (outputs of one dtype) whose elements a partial row holds, one
     after the other; the kernel sums the chunks' rows into them. ``output``: the param whose dtype ``partial``
-    has when nothing is reduced."""
+    has when nothing is reduced. ``worth_threads``: a condition on the params under which the work is split
+    at all (launching chunks costs microseconds: a small product runs as one chunk on the calling thread)."""
     outputs = "".join(f"{o}.reshape(-1), " for o in reduced)
     finish = f"""    at = 0
     for flat in ({outputs}):
@@ -127,6 +128,7 @@ def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: tupl
         at += flat.size
 """ if reduced else ""
     size = " + ".join(f"{o}.size" for o in reduced) or "0"
+    split = f"\n    if not ({worth_threads}):\n        T = 1" if worth_threads else ""
     return f"""def {name}_chunk(t, T, args):
     {params}, partial = args[0]
     lo, hi = t * {batch} // T, (t + 1) * {batch} // T  # this chunk's samples
@@ -134,7 +136,7 @@ def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: tupl
 
 
 def {name}({params}, addresses):
-    T = max(1, min({batch}, {numba.config.NUMBA_NUM_THREADS}))  # chunks of the batch
+    T = max(1, min({batch}, {numba.config.NUMBA_NUM_THREADS}))  # chunks of the batch{split}
     partial = np.zeros((T, {size}), {reduced[0] if reduced else output}.dtype)
     _launch({name}_chunk, addresses, T, ({params}, partial))
 {finish}"""

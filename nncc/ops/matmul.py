@@ -5,6 +5,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import is_float
+from .cpu_chunks import chunked_kernel
 from .cuda_lowering import tiled_matmul
 from .registry import OpDef, expect_rank, register
 
@@ -49,14 +50,22 @@ def _vjp(b, node, grads, needs):
     return [gx if needs[0] else None, gy if needs[1] else None]
 
 
+#: multiply-adds from which a product's rows are split between numba's threads (about 5 us of one core's BLAS)
+THREADED_PRODUCT = 1 << 18
+
+
 def _cpu(node, name, epilogue: str = ""):
-    """``epilogue``: the parameters of fused elementwise consumers, applied to the product's rows."""
-    a = "a.T" if node.attrs.get("transpose_a") else "a"
-    b = "b.T" if node.attrs.get("transpose_b") else "b"
-    if not epilogue:
-        return f"def {name}(a, b, out):\n    _gemm({a}, {b}, out, 0.0)"
-    return (f"def {name}(a, b, out, {epilogue}):\n    _gemm({a}, {b}, out, 0.0)\n"
-            f"    {name}_epilogue(0, out.shape[0], {epilogue})")
+    """A chunked kernel (cpu_chunks.py) whose chunks compute rows [lo, hi) of the product, with BLAS on one
+    thread each, when the product has THREADED_PRODUCT multiply-adds or more (LeNet's fully connected layers
+    from batch 64 or so; their weight gradients, whose rows are the weights', too); else one chunk on the
+    calling thread. ``epilogue``: the parameters of fused elementwise consumers, applied to the chunk's rows."""
+    ta, tb = node.attrs.get("transpose_a"), node.attrs.get("transpose_b")
+    a = "a[:, lo:hi].T" if ta else "a[lo:hi]"
+    b = "b.T" if tb else "b"
+    params = "a, b, out" + (f", {epilogue}" if epilogue else "")
+    body = f"    _gemm({a}, {b}, out[lo:hi], 0.0)" + (f"\n    {name}_epilogue(lo, hi, {epilogue})" if epilogue else "")
+    depth = "a.shape[0]" if ta else "a.shape[1]"
+    return chunked_kernel(name, params, "out.shape[0]", body, worth_threads=f"out.size * {depth} >= {THREADED_PRODUCT}")
 
 
 def _flops(node, sizes):

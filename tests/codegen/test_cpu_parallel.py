@@ -26,7 +26,8 @@ def test_parallel_kernels_match_the_default_ones_and_blas_keeps_one_thread(monke
     assert _numpy_blas_threads() == [1]
     parallel = nncc.compile(model, input_shape=(None, 1, 28, 28), loss=nn.CrossEntropyLoss(), parallel=True)
     for source in (default.source("grad"), parallel.source("grad")):
-        assert source.count("    _launch(k") == 5  # conv forward, input and weight gradients; max-pool and its gradient
+        # conv forward, input and weight gradients; max-pool and its gradient; five kinds of matrix product
+        assert source.count("    _launch(k") == 10
         assert source.count(CHUNK_LOOP) == source.count(f"parallel={PRANGE_ONLY}") == 1  # their launcher
     assert "parallel=True" in parallel.source("grad") and "parallel=True" not in default.source("grad")
     rng = np.random.default_rng(0)
