@@ -16,6 +16,9 @@ kernel still cost 0.8-1.4 s per kernel; one launcher for all of a module's kerne
 chunk, for kernels that reduce over the batch (a weight gradient): each chunk adds into its row and the kernel
 adds the rows up. Kernels whose chunks write disjoint samples get a [T, 0] array.
 
+A matrix product's "batch" is the rows of its output (ops/matmul.py), split only when the product is big
+enough (``worth_threads``).
+
 Chunks call BLAS on per-sample products, with BLAS kept to one thread (codegen/cpu/blas_threads.py): numba's
 threads split the batch instead.
 """
