@@ -350,8 +350,8 @@ def compile(model: ModelLike, input_shape=None, loss: Optional[Module] = None, o
     attributes (an imported ONNX model). ``fuse=False`` turns fusion off (one kernel per op);
     CPU convolutions and max-pools (windows inside the input) split the batch across numba's threads
     (``ops/cpu_chunks.py``), large matrix products their output rows, and the BLAS their chunks call, numpy's,
-    is set to one thread for the process (``codegen/cpu/blas_threads.py``); ``parallel=True`` also runs the other CPU kernels' batch loops on numba's
-    threads, at a second or so more cold compile per kernel. ``flush_denormals=True`` runs the CPU kernels with
+    is set to one thread for the process (``codegen/cpu/blas_threads.py``); ``parallel=True`` also runs the
+    other CPU kernels' batch loops on numba's threads, at a second or so more cold compile per kernel. ``flush_denormals=True`` runs the CPU kernels with
     denormal floats flushed to zero, which keeps a training step whose values decay into them at full speed
     (``codegen/cpu/float_mode.py``); False keeps IEEE gradual underflow, as PyTorch does by default. Example::
 

@@ -153,12 +153,16 @@ def _padding(node) -> dict[str, int]:
 def _padded_src(image: str, slack: int = 0) -> str:
     """The shape of the zero-padded plane of array ``image`` that im2col reads from and col2im adds into, with
     ``slack`` more columns of zeros."""
-    return f"({image}.shape[2] + 2 * ph, {image}.shape[3] + 2 * pw{f' + {slack}' if slack else ''})"
+    return f"({image}.shape[2] + 2 * ph, {image}.shape[3] + 2 * pw{_plus(slack)})"
 
 
 #: im2col of a conv with unit stride and dilation along the width copies each row segment of Q entries as Q
 #: rounded up to a multiple of this, into matrix rows and a padded plane with that much room to spare
 IM2COL_SLACK = 16
+
+
+def _plus(slack: int) -> str:
+    return f" + {slack}" if slack else ""
 
 
 def _slack(attrs) -> int:
@@ -170,7 +174,7 @@ def _im2col_scratch(attrs) -> list[tuple[str, str, str]]:
     """The per-chunk matrix im2col writes (``col``; its first P * Q columns are the matrix) and the plane it
     reads (``xp``)."""
     slack = _slack(attrs)
-    return [("col", f"(Cg * R * S, P * Q{f' + {slack}' if slack else ''})", "np.empty"),
+    return [("col", f"(Cg * R * S, P * Q{_plus(slack)})", "np.empty"),
             ("xp", _padded_src("x", slack), "np.zeros")]
 
 

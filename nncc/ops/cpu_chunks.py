@@ -131,7 +131,9 @@ def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: tupl
         at += flat.size
 """ if reduced else ""
     size = " + ".join(f"{o}.size" for o in reduced) or "0"
-    split = f"\n    if not ({worth_threads}):\n        T = 1" if worth_threads else ""
+    threads = f"max(1, min({batch}, {numba.config.NUMBA_NUM_THREADS}))"
+    if worth_threads:
+        threads += f" if {worth_threads} else 1"
     return f"""def {name}_chunk(t, T, args):
     {params}, partial = args[0]
     lo, hi = t * {batch} // T, (t + 1) * {batch} // T  # this chunk's samples
@@ -139,7 +141,7 @@ def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: tupl
 
 
 def {name}({params}, addresses):
-    T = max(1, min({batch}, {numba.config.NUMBA_NUM_THREADS}))  # chunks of the batch{split}
+    T = {threads}  # chunks of the batch
     partial = np.zeros((T, {size}), {reduced[0] if reduced else output}.dtype)
     _launch({name}_chunk, addresses, T, ({params}, partial))
 {finish}"""
