@@ -231,12 +231,51 @@ def _col2im_src(name, attrs):
                     base = p * Q
                     for q in range(Q):
                         dst[s * {dw} + q * {sw}] += row[base + q]
-        plane = out[n, c0 + c]
+{_interior_src("gp[h + ph, pw:pw + W]")}"""
+
+
+def _interior_src(padded_row: str) -> str:
+    """The lines copying the interior of a padded plane (its row h: ``padded_row``) into channel c0 + c of
+    sample n of ``out``."""
+    return f"""        plane = out[n, c0 + c]
         for h in range(H):
-            src = gp[h + ph, pw:pw + W]
+            src = {padded_row}
             dst = plane[h]
             for w in range(W):
                 dst[w] = src[w]"""
+
+
+# The input gradient of a unit-stride conv works on "wide" rows: output position (p, q) is column p * Wp + q
+# of a [.., P * Wp] matrix, Wp the padded input's width, the columns q >= Q zero. Tap (r, s) of every position
+# then reads the padded plane, flattened, at one offset r * dh * Wp + s * dw plus the column: col2im adds each
+# row of the column gradient to one contiguous run of the plane, a vectorised loop, where the compact layout
+# scatters Q-long segments with scalar adds. The product is Wp / Q times wider (LeNet's conv2: 14 / 10);
+# the whole op still took 17.6 -> 12.9 us a sample (BENCHMARKS.md).
+def _wide(attrs) -> bool:
+    """Whether the conv's input gradient uses wide rows: unit strides."""
+    return _geometry(attrs)[0] == [1, 1]
+
+
+def _col2im_wide_src(name, attrs):
+    """``name(dcol, out, n, c0, R, S, P, gp, ph, pw)``: im2col's adjoint on wide rows: row (c, r, s) of
+    ``dcol`` ([Cg * R * S, P * Wp]) is added to the flat padded plane ``gp`` from offset r * dh * Wp + s * dw
+    on; the plane's interior then becomes channel c0 + c of sample n. ``gp`` has (S - 1) * dw entries past the
+    plane, which the zero columns of the last wide row reach."""
+    _, _, (dh, dw), _ = _geometry(attrs)
+    return f"""def {name}(dcol, out, n, c0, R, S, P, gp, ph, pw):
+    H, W = out.shape[2], out.shape[3]
+    Wp = W + 2 * pw
+    L = P * Wp
+    for c in range(dcol.shape[0] // (R * S)):
+        gp[...] = 0
+        for r in range(R):
+            for s in range(S):
+                row = dcol[(c * R + r) * S + s]
+                at = r * {dh} * Wp + s * {dw}
+                dst = gp[at:at + L]
+                for j in range(L):
+                    dst[j] += row[j]
+{_interior_src("gp[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W]")}"""
 
 
 # Each op is a chunked kernel (cpu_chunks.py): the batch is cut into one chunk of samples per thread, and each
@@ -328,13 +367,29 @@ else:
 
 
 def _backward_input_cpu(node, name, params="gy, w, x, out, ph, pw"):
-    """Per sample: the column gradient w[group].T @ gy[n, group], added back to the pixels it came from."""
+    """Per sample: the column gradient w[group].T @ gy[n, group], added back to the pixels it came from; on
+    wide rows (gy[n] first copied into the zero-padded ``gyw``) for unit strides."""
     groups = _geometry(node.attrs)[3]
-    return _col2im_src(f"{name}_col2im", node.attrs) + "\n\n\n" + _chunked(
-        groups, name, params, "gy", "w2 = w.reshape((K, Cg * R * S))\ng3 = gy.reshape((N, K, P * Q))",
-        [("dcol", "(Cg * R * S, P * Q)", "np.empty"), ("gp", _padded_src("out"), "np.empty")],
+    if not _wide(node.attrs):
+        return _col2im_src(f"{name}_col2im", node.attrs) + "\n\n\n" + _chunked(
+            groups, name, params, "gy", "w2 = w.reshape((K, Cg * R * S))\ng3 = gy.reshape((N, K, P * Q))",
+            [("dcol", "(Cg * R * S, P * Q)", "np.empty"), ("gp", _padded_src("out"), "np.empty")],
+            "wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)",
+            f"_gemm(wt, g3[n, k0:k0 + Kg], dcol, 0.0)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp, ph, pw)")
+    dw = _geometry(node.attrs)[2][1]
+    widen = """for k in range(Kg):
+    src = g3[n, k0 + k]
+    dst = gyw[k]
+    for p in range(P):
+        for q in range(Q):
+            dst[p * Wp + q] = src[p * Q + q]"""
+    return _col2im_wide_src(f"{name}_col2im", node.attrs) + "\n\n\n" + _chunked(
+        groups, name, params, "gy",
+        "w2 = w.reshape((K, Cg * R * S))\ng3 = gy.reshape((N, K, P * Q))\nWp = out.shape[3] + 2 * pw",
+        [("dcol", "(Cg * R * S, P * Wp)", "np.empty"), ("gyw", "(Kg, P * Wp)", "np.zeros"),
+         ("gp", f"((out.shape[2] + 2 * ph) * Wp + (S - 1) * {dw},)", "np.empty")],
         "wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)",
-        f"_gemm(wt, g3[n, k0:k0 + Kg], dcol, 0.0)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp, ph, pw)")
+        f"{widen}\n_gemm(wt, gyw, dcol, 0.0)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, gp, ph, pw)")
 
 
 def _flops(node, sizes):
