@@ -4,8 +4,9 @@ CPU lowering: all three ops work one sample at a time around one BLAS product pe
 [C/g*R*S, P*Q] im2col matrix of that sample (at most a few hundred KB for small CNNs) kept in cache: the
 forward product writes straight into the output and adds the bias in place, the weight gradient adds
 gy[n] @ im2col(x[n]).T into a per-chunk partial sum, and the input gradient scatters w.T @ gy[n] back
-through col2im. im2col and col2im go through a zero-padded copy of each channel, so no index can be
-negative and LLVM vectorises the copies. BENCHMARKS.md has the measurements behind each choice.
+through col2im (on "wide" rows for unit strides, see _wide). im2col and col2im go through a zero-padded
+copy of each channel, so no index can be negative and LLVM vectorises the copies. BENCHMARKS.md has the
+measurements behind each choice.
 """
 from __future__ import annotations
 

@@ -141,8 +141,11 @@ _def("rsqrt", 1, _same_dtype(lambda x: 1 / np.sqrt(x)), lambda a, k, c: f"{c(1.0
 
 
 # ---- activations ------------------------------------------------------------------------------------------
+# relu's VJP masks with its output (positive exactly where its input is, as PyTorch's does): a max-pool reading
+# that output then folds the mask into its own backward (passes/simplify.py), and the input need not outlive
+# the forward pass
 _def("relu", 1, _same_dtype(lambda x: np.maximum(x, 0)), lambda a, k, c: f"max({a[0]}, {c(0.0)})",
-     _unary_vjp(lambda b, x, y, g: b.add1("relu_backward", [x, g])))
+     _unary_vjp(lambda b, x, y, g: b.add1("relu_backward", [y, g])))
 _def("relu_backward", 2, _same_dtype(lambda x, g: np.where(x > 0, g, 0)),
      lambda a, k, c: f"{a[1]} if {a[0]} > {c(0.0)} else {c(0.0)}")
 _def("leaky_relu", 1, _same_dtype(lambda x, alpha: np.where(x > 0, x, alpha * x)),

@@ -94,7 +94,7 @@ def _max_bwd_ref(xs, attrs):
             for b in range(c):
                 i, j = divmod(int(arg[a, b]), len(wi))
                 gx[a, b, hi[i], wi[j]] += gy[a, b, p, q]
-    return [gx]
+    return [np.where(x > 0, gx, 0).astype(x.dtype) if attrs.get("relu_mask") else gx]
 
 
 def _avg_ref(xs, attrs):
@@ -158,8 +158,8 @@ def _max_cpu(node, name):
 
 
 def _max_bwd_cpu(node, name, epilogue: str = ""):
-    """``epilogue``: the parameters of fused elementwise consumers (the ReLU mask of the layer below, say),
-    applied to each sample's gradient as soon as its planes are done."""
+    """``epilogue``: the parameters of fused elementwise consumers, applied to each sample's gradient as soon as
+    its planes are done. With ``relu_mask`` a window's gradient counts only where its maximum is positive."""
     kernel, stride, pad, dil, ceil_mode = _params(node.attrs)
     params = "x, gy_or_out, gx" + (f", {epilogue}" if epilogue else "")
     if any(pad) or ceil_mode:
@@ -167,15 +167,23 @@ def _max_bwd_cpu(node, name, epilogue: str = ""):
         return _max_bwd_checked_cpu(node, name, params) + tail
     sample_done = f"\n        {name}_epilogue(n, n + 1, {epilogue})" if epilogue else ""
     per_plane = "            g = gy_or_out[n, c]\n            d = gx[n, c]"
+    window_grad = f"                    grad = {_masked('g[p, q]', node.attrs)}\n"
     if tuple(stride) == tuple(kernel) and tuple(dil) == (1, 1):
-        body = _inside_windows(kernel, stride, dil, per_plane + _untiled_zeroed(kernel), _tile_stores(kernel),
-                               "    zero = gx.dtype.type(0)\n")
+        body = _inside_windows(kernel, stride, dil, per_plane + _untiled_zeroed(kernel),
+                               window_grad + _tile_stores(kernel), "    zero = gx.dtype.type(0)\n")
     else:  # windows may overlap: their gradients add up
         body = _inside_windows(
             kernel, stride, dil, per_plane,
-            f"                    d[p * {stride[0]} + (tap // {kernel[1]}) * {dil[0]}, "
-            f"q * {stride[1]} + (tap % {kernel[1]}) * {dil[1]}] += g[p, q]", "    gx[lo:hi] = 0\n")
+            f"{window_grad}                    d[p * {stride[0]} + (tap // {kernel[1]}) * {dil[0]}, "
+            f"q * {stride[1]} + (tap % {kernel[1]}) * {dil[1]}] += grad", "    zero = gx.dtype.type(0)\n"
+            "    gx[lo:hi] = 0\n")
     return _sample_chunks(name, params, "gx", body + sample_done)
+
+
+def _masked(grad: str, attrs, zero: str = "zero") -> str:
+    """A window's gradient ``grad`` as its first maximum ``m`` receives it: zero where the window's ReLU mask
+    (``relu_mask``, simplify.py) drops it, the window's maximum not positive."""
+    return f"{grad} if m > {zero} else {zero}" if attrs.get("relu_mask") else grad
 
 
 def _untiled_zeroed(kernel) -> str:
@@ -189,8 +197,7 @@ def _tile_stores(kernel) -> str:
     and no tap index arithmetic (max-pool backward 0.60 -> 0.22 ms on LeNet's first pool at batch 64, one
     thread, with the branch-free maximum of ``_inside_windows``)."""
     kh, kw = kernel
-    return f"""                    grad = g[p, q]
-                    for r in range({kh}):
+    return f"""                    for r in range({kh}):
                         row = d[p * {kh} + r]
                         for s in range({kw}):
                             row[q * {kw} + s] = grad if tap == r * {kw} + s else zero"""
@@ -237,7 +244,8 @@ def _max_bwd_checked_cpu(node, name, params):
         "                                bh = h\n"
         "                                bw = w",
         "                m = -np.inf\n                bh = -1\n                bw = -1",
-        "                if bh >= 0:\n                    gx[n, c, bh, bw] += gy_or_out[n, c, p, q]")
+        "                if bh >= 0:\n"
+        f"                    gx[n, c, bh, bw] += {_masked('gy_or_out[n, c, p, q]', node.attrs, '0')}")
 
 
 def _divisor_src(attrs) -> str:
@@ -329,7 +337,7 @@ def _max_bwd_cuda(node, name):
                                     bh = h
                                     bw = wc
                     if bh == h0 and bw == w0:
-                        acc += gy[n, c, p, q]"""
+                        acc += {_masked("gy[n, c, p, q]", node.attrs, "0.0")}"""
     body = unravel(["n", "c", "h0", "w0"], "gx") + """    H, W = x.shape[2], x.shape[3]
     P, Q = gy.shape[2], gy.shape[3]
     acc = 0.0

@@ -35,7 +35,9 @@ def fold_constants(graph: Graph) -> Graph:
 
 
 def simplify_algebra(graph: Graph) -> Graph:
-    """Remove no-op reshapes and transposes, and merge reshape chains."""
+    """Remove no-op reshapes and transposes, merge reshape chains, and fold a ReLU mask on a max-pool's input
+    into the max-pool's backward (``_fold_relu_mask``)."""
+    users = graph.users()
     for node in graph.nodes:
         out = node.outputs[0] if node.outputs else None
         if node.op == "reshape":
@@ -47,7 +49,22 @@ def simplify_algebra(graph: Graph) -> Graph:
                 graph.replace_uses(out, src)
         elif node.op == "transpose" and list(node.attrs["perm"]) == list(range(len(node.attrs["perm"]))):
             graph.replace_uses(out, node.inputs[0])
+        elif node.op == "relu_backward":
+            _fold_relu_mask(graph, node, users)
     return eliminate_dead_code(graph)
+
+
+def _fold_relu_mask(graph: Graph, node: Node, users: dict[Value, list[Node]]) -> None:
+    """relu_backward(x, max_pool2d_backward(x, gy)) -> max_pool2d_backward(x, gy) {relu_mask=true}: each
+    window's gradient reaches its first maximum only where that maximum is positive, which is where the mask
+    would have kept it. The pool's backward then writes the masked gradient directly (no second pass over the
+    plane, no unmasked gradient in memory); relu's VJP masks with the pool's input, relu's output."""
+    x, grad = node.inputs
+    pool = grad.producer
+    if (pool is not None and pool.op == "max_pool2d_backward" and pool.inputs[0] is x
+            and users.get(grad) == [node] and grad not in graph.outputs):
+        pool.attrs = {**pool.attrs, "relu_mask": True}
+        graph.replace_uses(node.outputs[0], grad)
 
 
 def _key(node: Node, ids: dict[Value, int]):

@@ -93,6 +93,11 @@ CASES = [
     ("max_pool2d_backward", [((2, 2, 5, 5), "f", "ties"), ((2, 2, 2, 2), "f", "any")], POOL),  # tiling windows
     ("max_pool2d_backward", [((1, 2, 5, 5), "f", "any"), ((1, 2, 3, 3), "f", "any")], POOL_DILATED),
     ("max_pool2d_backward", [((1, 2, 6, 6), "f", "any"), ((1, 2, 4, 4), "f", "any")], POOL_CEIL),
+    # ... with a ReLU mask folded in (simplify.py), on each of the three paths
+    ("max_pool2d_backward", [((2, 2, 5, 5), "f", "ties"), ((2, 2, 2, 2), "f", "any")], {**POOL, "relu_mask": True}),
+    ("max_pool2d_backward", [((1, 2, 5, 5), "f", "any"), ((1, 2, 3, 3), "f", "any")],
+     {**POOL_DILATED, "relu_mask": True}),
+    ("max_pool2d_backward", [((1, 2, 6, 6), "f", "any"), ((1, 2, 4, 4), "f", "any")], {**POOL_CEIL, "relu_mask": True}),
     ("avg_pool2d_backward", [((1, 2, 4, 4), "f", "any"), ((1, 2, 6, 6), "f", "any")], POOL_CEIL),
     ("avg_pool2d_backward", [((1, 2, 4, 4), "f", "any"), ((1, 2, 6, 6), "f", "any")], POOL_CEIL_PAD),
     # losses in every reduction, with label smoothing

@@ -95,7 +95,8 @@ TORCH = {
     "conv2d_backward_input": lambda gy, w, x, k: _grad(lambda x: _conv(x, w, k), x, gy),
     "conv2d_backward_weight": lambda x, gy, w, k: _grad(lambda w: _conv(x, w, k), w, gy),
     "max_pool2d": _max_pool, "avg_pool2d": _avg_pool,
-    "max_pool2d_backward": lambda x, gy, k: _grad(lambda x: _max_pool(x, k), x, gy),
+    "max_pool2d_backward": lambda x, gy, k: _grad(lambda x: _max_pool(x, k), x, gy) *
+    (x > 0 if k.get("relu_mask") else 1),  # the mask of a ReLU below, folded in
     "avg_pool2d_backward": lambda gy, x, k: _grad(lambda x: _avg_pool(x, k), x, gy),
     "cross_entropy": lambda x, t, k: TF.cross_entropy(x, t, reduction=k["reduction"],
                                                       label_smoothing=k["label_smoothing"]),

@@ -69,6 +69,27 @@ CASES = {
   return %0, %x
 }
 """),
+    # relu_backward(a, max_pool2d_backward(a, g)) folds; a mask on another value (%1), or on a pool gradient
+    # read elsewhere (%5), stays
+    "simplify_algebra_folds_relu_masks_into_max_pool_backward": (
+        simplify_algebra, """graph g(%a: f32[N,1,4,4], %b: f32[N,1,4,4], %g: f32[N,1,2,2]) -> (f32[N,1,4,4], f32[N,1,4,4], f32[N,1,4,4], f32[N,1,4,4]) {
+  %0 = max_pool2d_backward(%a, %g) {kernel=[2, 2], stride=[2, 2]} : f32[N,1,4,4]
+  %1 = relu_backward(%a, %0) : f32[N,1,4,4]
+  %2 = max_pool2d_backward(%b, %g) {kernel=[2, 2], stride=[2, 2]} : f32[N,1,4,4]
+  %3 = relu_backward(%a, %2) : f32[N,1,4,4]
+  %4 = max_pool2d_backward(%b, %g) {kernel=[2, 2], stride=[2, 2]} : f32[N,1,4,4]
+  %5 = relu_backward(%b, %4) : f32[N,1,4,4]
+  return %1, %3, %5, %4
+}
+""", """graph g(%a: f32[N,1,4,4], %b: f32[N,1,4,4], %g: f32[N,1,2,2]) -> (f32[N,1,4,4], f32[N,1,4,4], f32[N,1,4,4], f32[N,1,4,4]) {
+  %0 = max_pool2d_backward(%a, %g) {kernel=[2, 2], relu_mask=true, stride=[2, 2]} : f32[N,1,4,4]
+  %1 = max_pool2d_backward(%b, %g) {kernel=[2, 2], stride=[2, 2]} : f32[N,1,4,4]
+  %2 = relu_backward(%a, %1) : f32[N,1,4,4]
+  %3 = max_pool2d_backward(%b, %g) {kernel=[2, 2], stride=[2, 2]} : f32[N,1,4,4]
+  %4 = relu_backward(%b, %3) : f32[N,1,4,4]
+  return %0, %2, %4, %3
+}
+"""),
     "fold_constants_leaves_runtime_sizes": (fold_constants, """graph g(%x: f32[N,2]) -> (f32[N,2], f32[], f32[N,2]) {
   %0 = constant() {value=dense<f32[2]>[1.0, 2.0]} : f32[2]
   %1 = constant() {value=dense<f32[]>[3.0]} : f32[]
