@@ -312,33 +312,94 @@ def _forward_cpu(node, name, epilogue: str = "", scratch: str = ""):
     """``epilogue``: the parameters of fused elementwise consumers, applied to each sample as it is done.
     ``scratch``: the epilogue parameter standing for this conv's output when only the epilogue reads it
     (OpDef.scratch_result): each sample's output then goes to the per-chunk ``zs`` and the epilogue reads it
-    there, so the output is never written to memory (LeNet at batch 256, one thread: conv1 + ReLU 12.0 -> 10.5
-    us a sample, conv2 15.2 -> 14.2)."""
+    there, so the output is never written to memory. Unit-stride convs multiply-add in register tiles
+    (_tiled_src); the others multiply im2col's matrix by BLAS."""
     (sh, sw), _, (dh, dw), groups = _geometry(node.attrs)
     has_bias = len(node.inputs) == 3
     rows = "zs" if scratch else "o3[n]"  # sample n's output, [K, P * Q]
-    bias = f"""
+    given = epilogue.split(", ") if epilogue else []
+    tiled = _wide(node.attrs)
+    done = "" if tiled or not has_bias else f"""
 for k in range(Kg):
     bias = b[k0 + k]
     row = {rows}[k0 + k]
     for pq in range(P * Q):
-        row[pq] += bias""" if has_bias else ""
-    given = epilogue.split(", ") if epilogue else []
+        row[pq] += bias"""
     if epilogue:  # after the last group wrote its channels of sample n
         handed = ", ".join("zs.reshape((1, K, P, Q))" if p == scratch else p for p in given)
-        bias += f"\nif g == {groups - 1}:\n    {name}_epilogue(n, n + 1, {handed})"
+        done += f"\nif g == {groups - 1}:\n    {name}_epilogue(n, n + 1, {handed})"
     params = ", ".join(["x, w, b" if has_bias else "x, w"] + ([] if scratch else ["out"]) + ["ph, pw"] +
                        [p for p in given if p != scratch])
     shaped = "out"
     if scratch:  # the output's shape, from the input's and the weight's
         shaped = (f"x.shape[0], w.shape[0], (x.shape[2] + 2 * ph - {dh} * (w.shape[2] - 1) - 1) // {sh} + 1, "
                   f"(x.shape[3] + 2 * pw - {dw} * (w.shape[3] - 1) - 1) // {sw} + 1")
-    setup = "w2 = w.reshape((K, Cg * R * S))\n" + ("" if scratch else "o3 = out.reshape((N, K, P * Q))")
-    scratches = _im2col_scratch(node.attrs) + ([("zs", "(K, P * Q)", "np.empty")] if scratch else [])
+    setup = "w2 = w.reshape((K, Cg * R * S))\n" + ("" if scratch else "o3 = out.reshape((N, K, P * Q))\n")
+    scratches = [("zs", "(K, P * Q)", "np.empty")] if scratch else []
+    if tiled:
+        lines = _tiled_src(node, rows, has_bias)
+        return _chunked(groups, name, params, shaped, setup + lines[0], lines[1] + scratches, lines[2],
+                        lines[3] + done)
     return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
-        groups, name, params, shaped, setup, scratches,
+        groups, name, params, shaped, setup, _im2col_scratch(node.attrs) + scratches,
         "wg = np.ascontiguousarray(w2[k0:k0 + Kg])\ncols = col[:, :P * Q]",
-        f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\n_gemm(wg, cols, {rows}[k0:k0 + Kg], 0.0)" + bias)
+        f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\n_gemm(wg, cols, {rows}[k0:k0 + Kg], 0.0)" + done)
+
+
+#: the most output channels a register tile (codegen/cpu/fma_tile.py) accumulates at once, and the most
+#: accumulators (vectors) it holds: AVX-512 has 32 vector registers, of which the loads and broadcasts need some
+TILE_ROWS, TILE_ACCUMULATORS = 16, 24
+
+
+def _tiled_src(node, rows: str, has_bias: bool) -> tuple[str, list, str, str]:
+    """(setup, scratch, per-group and per-sample lines) of a unit-stride conv as register tiles: out[k, j] for
+    j a position on wide rows (j = p * Wp + q, see _wide) is the sum over taps t = (c, r, s) of
+    w[k, t] * xpf[c * plane + r * dh * Wp + s * dw + j], xpf the group's zero-padded input planes flattened,
+    computed ``cols`` vectors of V positions by up to TILE_ROWS channels at a time by _fma_tile into ``ow``, whose
+    rows are then copied to the output's, the columns q < Q of each wide row, with the bias. The tile is a
+    constant of the source: Kg channels if at most TILE_ROWS (LeNet: 6 and 16), else TILE_ROWS, by as many
+    vectors as TILE_ACCUMULATORS allows (LeNet: 4 and 1)."""
+    _, _, (dh, dw), groups = _geometry(node.attrs)
+    k_out = node.inputs[1].type.shape[0] // groups
+    tile = k_out if k_out <= TILE_ROWS else TILE_ROWS
+    cols = max(1, min(4, TILE_ACCUMULATORS // tile))
+    setup = f"""V = 64 // x.itemsize  # lanes of a tile's vectors
+Hp, Wp = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
+plane = Hp * Wp
+L = (P * Wp + {cols} * V - 1) // ({cols} * V) * {cols} * V  # wide positions, whole tiles
+KT = (Kg + {tile - 1}) // {tile}  # tiles of output channels
+offsets = np.empty(Cg * R * S, np.int64)  # of each tap's reads in xpf
+"""
+    scratch = [("xpf", f"(Cg * plane + (R - 1) * {dh} * Wp + (S - 1) * {dw} + L,)", "np.zeros"),
+               ("wt", f"(KT, Cg * R * S, {tile})", "np.zeros"),
+               ("ow", f"({tile}, L)", "np.empty")]
+    per_group = f"""for c in range(Cg):
+    for r in range(R):
+        for s in range(S):
+            t = (c * R + r) * S + s
+            offsets[t] = c * plane + r * {dh} * Wp + s * {dw}
+            for k in range(Kg):
+                wt[k // {tile}, t, k % {tile}] = w2[k0 + k, t]"""
+    bias = "b[k0 + kt * " + str(tile) + " + k]" if has_bias else "0"
+    per_sample = f"""for c in range(Cg):
+    src = x[n, g * Cg + c]
+    for h in range(x.shape[2]):
+        at = c * plane + (h + ph) * Wp + pw
+        dst = xpf[at:at + x.shape[3]]
+        for q in range(x.shape[3]):
+            dst[q] = src[h, q]
+for kt in range(KT):
+    tile = ow[:min({tile}, Kg - kt * {tile})]
+    for j0 in range(0, L, {cols} * V):
+        _fma_tile(xpf, offsets, wt[kt], tile, j0, {tile}, {cols})
+    for k in range(tile.shape[0]):
+        bias = {bias}
+        src = tile[k]
+        dst = {rows}[k0 + kt * {tile} + k]
+        for p in range(P):
+            for q in range(Q):
+                dst[p * Q + q] = src[p * Wp + q] + bias"""
+    return setup, scratch, per_group, per_sample
 
 
 def _one_group(node) -> bool:

@@ -71,6 +71,11 @@ CASES = [
     # the harder geometry only: each case is a kernel to compile, and the models' gradients cover the plain one)
     ("conv2d", [((2, 2, 5, 5), "f", "any"), ((3, 2, 3, 3), "f", "any"), ((3,), "f", "any")], CONV),
     ("conv2d", [((1, 4, 7, 7), "f", "any"), ((4, 2, 3, 3), "f", "any")], CONV_ODD),
+    # ... unit stride in register tiles: 2 groups of 20 channels (a tile of 16 and one of 4), dilated height,
+    # uneven padding; and float64 (8-lane vectors)
+    ("conv2d", [((2, 4, 7, 6), "f", "any"), ((40, 2, 3, 2), "f", "any")],
+     {"stride": [1, 1], "padding": [2, 0], "dilation": [2, 1], "groups": 2}),
+    ("conv2d", [((1, 2, 5, 9), "d", "any"), ((3, 2, 3, 3), "d", "any"), ((3,), "d", "any")], CONV),
     ("conv2d_backward_input", [((1, 4, 3, 3), "f", "any"), ((4, 2, 3, 3), "f", "any"), ((1, 4, 7, 7), "f", "any")],
      CONV_ODD),
     ("conv2d_backward_weight", [((1, 4, 7, 7), "f", "any"), ((1, 4, 3, 3), "f", "any"), ((4, 2, 3, 3), "f", "any")],

@@ -23,6 +23,7 @@ from ..emitted import Emitted
 from ..naming import comment_text
 from .blas import BLAS_CALLS, BLAS_IMPORTS
 from .float_mode import FLOAT_MODE, FLOAT_MODE_IMPORTS
+from .fma_tile import FMA_TILE
 from .native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, array_type, numba_type, wrapper
 from .parallel_compile import compile_module
 
@@ -110,6 +111,7 @@ class CpuEmitter:
             FLOAT_MODE_IMPORTS,
             "",
             BLAS_CALLS,
+            FMA_TILE,
         ]
         slots = "".join(f"\n    ({name}, {sig!r})," for name, sig in self.slots)
         driver = [FLOAT_MODE, NATIVE_CALLS] + ([LAUNCH_CALLS] if self.chunked else []) + [
