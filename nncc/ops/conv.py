@@ -1,12 +1,13 @@
 """conv2d {stride, padding, dilation, groups} and its two backward ops.
 
-CPU lowering: all three ops work one sample at a time around one BLAS product per group, with the
-[C/g*R*S, P*Q] im2col matrix of that sample (at most a few hundred KB for small CNNs) kept in cache: the
-forward product writes straight into the output and adds the bias in place, the weight gradient adds
-gy[n] @ im2col(x[n]).T into a per-chunk partial sum, and the input gradient scatters w.T @ gy[n] back
-through col2im (on "wide" rows for unit strides, see _wide). im2col and col2im go through a zero-padded
-copy of each channel, so no index can be negative and LLVM vectorises the copies. BENCHMARKS.md has the
-measurements behind each choice.
+CPU lowering: all three ops work one sample at a time, per group. With unit strides the forward op and the
+input gradient are correlations computed in register tiles on "wide" rows (_wide, _tiled_src). Otherwise,
+and for every weight gradient, one BLAS product per group with the [C/g*R*S, P*Q] im2col matrix of that
+sample (at most a few hundred KB for small CNNs) kept in cache: the forward product writes straight into the
+output and adds the bias in place, the weight gradient adds gy[n] @ im2col(x[n]).T into a per-chunk partial
+sum, and the input gradient scatters w.T @ gy[n] back through col2im. im2col and col2im go through a
+zero-padded copy of each channel, so no index can be negative and LLVM vectorises the copies. BENCHMARKS.md
+has the measurements behind each choice.
 """
 from __future__ import annotations
 
@@ -246,42 +247,20 @@ def _interior_src(padded_row: str) -> str:
                 dst[w] = src[w]"""
 
 
-# The input gradient of a unit-stride conv works on "wide" rows: output position (p, q) is column p * Wp + q
-# of a [.., P * Wp] matrix, Wp the padded input's width, the columns q >= Q zero. Tap (r, s) of every position
-# then reads the padded plane, flattened, at one offset r * dh * Wp + s * dw plus the column: col2im adds each
-# row of the column gradient to one contiguous run of the plane, a vectorised loop, where the compact layout
-# scatters Q-long segments with scalar adds. The product is Wp / Q times wider (LeNet's conv2: 14 / 10);
-# the whole op still took 17.6 -> 12.9 us a sample (BENCHMARKS.md).
+# A unit-stride conv and its input gradient are correlations, computed on "wide" rows: output position (p, q)
+# is column p * Wp + q of a [.., OH * Wp] result, Wp the width of the zero-padded planes read, so tap (r, s) of
+# every position reads the flattened planes at one offset, r * dh * Wp + s * dw, plus the column, and a run of
+# consecutive positions is one contiguous load per tap: register tiles (_tiled_src, codegen/cpu/fma_tile.py),
+# no im2col, no col2im. The columns q >= OW are computed and dropped: Wp / OW times the work (LeNet's conv2:
+# 14 / 10, its input gradient 18 / 14), which the tiles' speed more than pays for (BENCHMARKS.md).
 def _wide(attrs) -> bool:
-    """Whether the conv's input gradient uses wide rows: unit strides."""
+    """Whether a conv and its input gradient run in register tiles on wide rows: unit strides."""
     return _geometry(attrs)[0] == [1, 1]
-
-
-def _col2im_wide_src(name, attrs):
-    """``name(dcol, out, n, c0, R, S, P, gp, ph, pw)``: im2col's adjoint on wide rows: row (c, r, s) of
-    ``dcol`` ([Cg * R * S, P * Wp]) is added to the flat padded plane ``gp`` from offset r * dh * Wp + s * dw
-    on; the plane's interior then becomes channel c0 + c of sample n. ``gp`` has (S - 1) * dw entries past the
-    plane, which the zero columns of the last wide row reach."""
-    _, _, (dh, dw), _ = _geometry(attrs)
-    return f"""def {name}(dcol, out, n, c0, R, S, P, gp, ph, pw):
-    H, W = out.shape[2], out.shape[3]
-    Wp = W + 2 * pw
-    L = P * Wp
-    for c in range(dcol.shape[0] // (R * S)):
-        gp[...] = 0
-        for r in range(R):
-            for s in range(S):
-                row = dcol[(c * R + r) * S + s]
-                at = r * {dh} * Wp + s * {dw}
-                dst = gp[at:at + L]
-                for j in range(L):
-                    dst[j] += row[j]
-{_interior_src("gp[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W]")}"""
 
 
 # Each op is a chunked kernel (cpu_chunks.py): the batch is cut into one chunk of samples per thread, and each
 # chunk, with scratch matrices of its own, runs its samples one at a time around one BLAS product per group.
-_CHUNK = """    N, K, P, Q = {shape}
+_CHUNK = """    N, K, P, Q = {shaped}.shape
     Cg, R, S = w.shape[1], w.shape[2], w.shape[3]
     Kg = K // {groups}
 {setup}{scratch}    for g in range({groups}):
@@ -293,57 +272,42 @@ _CHUNK = """    N, K, P, Q = {shape}
 def _chunked(groups: int, name: str, params: str, shaped: str, setup: str, scratch: list[tuple[str, str, str]],
              per_group: str, per_sample: str, reduced: tuple[str, ...] = (), finish: str = "") -> str:
     """The chunk and kernel functions of a conv op. ``shaped``: the param of shape [N, K, P, Q] (the output of
-    the forward op, the output gradient of the backward ones), or that shape as an expression of the params;
-    ``setup``: lines run once per chunk; ``scratch``: (name, shape, np.empty or np.zeros) of each per-chunk
-    matrix, in the first param's dtype; ``finish``: lines run once per chunk after its samples; ``reduced``: as
-    chunked_kernel's."""
+    the forward op, the output gradient of the backward ones); ``setup``: lines run once per chunk;
+    ``scratch``: (name, shape, np.empty or np.zeros) of each per-chunk matrix, in the first param's dtype;
+    ``finish``: lines run once per chunk after its samples; ``reduced``: as chunked_kernel's."""
     indent = lambda text, pad: "".join(pad + line + "\n" for line in text.strip("\n").split("\n")) if text else ""
-    first = params.split(",")[0]
-    allocs = "".join(f"    {n} = {fill}({shape}, {first}.dtype)\n" for n, shape, fill in scratch)
-    named = shaped.isidentifier()
-    chunk = _CHUNK.format(shape=f"{shaped}.shape" if named else shaped, setup=indent(setup, "    "),
-                          scratch=allocs, groups=groups, per_group=indent(per_group, "        "),
-                          per_sample=indent(per_sample, "            "), finish=indent(finish, "    "))
-    return chunked_kernel(name, params, f"{shaped}.shape[0]" if named else f"{first}.shape[0]",
-                          chunk.rstrip("\n"), reduced, output=shaped if named else first)
+    allocs = "".join(f"    {n} = {fill}({shape}, {params.split(',')[0]}.dtype)\n" for n, shape, fill in scratch)
+    chunk = _CHUNK.format(shaped=shaped, setup=indent(setup, "    "), scratch=allocs, groups=groups,
+                          per_group=indent(per_group, "        "), per_sample=indent(per_sample, "            "),
+                          finish=indent(finish, "    "))
+    return chunked_kernel(name, params, f"{shaped}.shape[0]", chunk.rstrip("\n"), reduced)
 
 
-def _forward_cpu(node, name, epilogue: str = "", scratch: str = ""):
+def _forward_cpu(node, name, epilogue: str = ""):
     """``epilogue``: the parameters of fused elementwise consumers, applied to each sample as it is done.
-    ``scratch``: the epilogue parameter standing for this conv's output when only the epilogue reads it
-    (OpDef.scratch_result): each sample's output then goes to the per-chunk ``zs`` and the epilogue reads it
-    there, so the output is never written to memory. Unit-stride convs multiply-add in register tiles
-    (_tiled_src); the others multiply im2col's matrix by BLAS."""
-    (sh, sw), _, (dh, dw), groups = _geometry(node.attrs)
+    Unit-stride convs multiply-add in register tiles (_tiled_src); the others multiply im2col's matrix by
+    BLAS."""
+    groups = _geometry(node.attrs)[3]
     has_bias = len(node.inputs) == 3
-    rows = "zs" if scratch else "o3[n]"  # sample n's output, [K, P * Q]
-    given = epilogue.split(", ") if epilogue else []
-    tiled = _wide(node.attrs)
-    done = "" if tiled or not has_bias else f"""
+    done = "" if _wide(node.attrs) or not has_bias else """
 for k in range(Kg):
     bias = b[k0 + k]
-    row = {rows}[k0 + k]
+    row = o3[n, k0 + k]
     for pq in range(P * Q):
         row[pq] += bias"""
     if epilogue:  # after the last group wrote its channels of sample n
-        handed = ", ".join("zs.reshape((1, K, P, Q))" if p == scratch else p for p in given)
-        done += f"\nif g == {groups - 1}:\n    {name}_epilogue(n, n + 1, {handed})"
-    params = ", ".join(["x, w, b" if has_bias else "x, w"] + ([] if scratch else ["out"]) + ["ph, pw"] +
-                       [p for p in given if p != scratch])
-    shaped = "out"
-    if scratch:  # the output's shape, from the input's and the weight's
-        shaped = (f"x.shape[0], w.shape[0], (x.shape[2] + 2 * ph - {dh} * (w.shape[2] - 1) - 1) // {sh} + 1, "
-                  f"(x.shape[3] + 2 * pw - {dw} * (w.shape[3] - 1) - 1) // {sw} + 1")
-    setup = "w2 = w.reshape((K, Cg * R * S))\n" + ("" if scratch else "o3 = out.reshape((N, K, P * Q))\n")
-    scratches = [("zs", "(K, P * Q)", "np.empty")] if scratch else []
-    if tiled:
-        lines = _tiled_src(node, rows, has_bias)
-        return _chunked(groups, name, params, shaped, setup + lines[0], lines[1] + scratches, lines[2],
-                        lines[3] + done)
+        done += f"\nif g == {groups - 1}:\n    {name}_epilogue(n, n + 1, {epilogue})"
+    params = ("x, w, b, out" if has_bias else "x, w, out") + ", ph, pw" + (f", {epilogue}" if epilogue else "")
+    setup = "w2 = w.reshape((K, Cg * R * S))\no3 = out.reshape((N, K, P * Q))\n"
+    if _wide(node.attrs):
+        lines = _tiled_src(node, rows=node.inputs[1].type.shape[0] // groups, out_rows="Kg", positions=("P", "Q"),
+                           src="x", channels="Cg", first="g * Cg", top="ph", left="pw", weight="w2[k0 + o, t]",
+                           dest="o3[n, k0 + o]", bias="b[k0 + o]" if has_bias else "0")
+        return _chunked(groups, name, params, "out", setup + lines[0], lines[1], lines[2], lines[3] + done)
     return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
-        groups, name, params, shaped, setup, _im2col_scratch(node.attrs) + scratches,
+        groups, name, params, "out", setup, _im2col_scratch(node.attrs),
         "wg = np.ascontiguousarray(w2[k0:k0 + Kg])\ncols = col[:, :P * Q]",
-        f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\n_gemm(wg, cols, {rows}[k0:k0 + Kg], 0.0)" + done)
+        f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\n_gemm(wg, cols, o3[n, k0:k0 + Kg], 0.0)" + done)
 
 
 #: the most output channels a register tile (codegen/cpu/fma_tile.py) accumulates at once, and the most
@@ -351,61 +315,60 @@ for k in range(Kg):
 TILE_ROWS, TILE_ACCUMULATORS = 16, 24
 
 
-def _tiled_src(node, rows: str, has_bias: bool) -> tuple[str, list, str, str]:
-    """(setup, scratch, per-group and per-sample lines) of a unit-stride conv as register tiles: out[k, j] for
-    j a position on wide rows (j = p * Wp + q, see _wide) is the sum over taps t = (c, r, s) of
-    w[k, t] * xpf[c * plane + r * dh * Wp + s * dw + j], xpf the group's zero-padded input planes flattened,
-    computed ``cols`` vectors of V positions by up to TILE_ROWS channels at a time by _fma_tile into ``ow``, whose
-    rows are then copied to the output's, the columns q < Q of each wide row, with the bias. The tile is a
-    constant of the source: Kg channels if at most TILE_ROWS (LeNet: 6 and 16), else TILE_ROWS, by as many
-    vectors as TILE_ACCUMULATORS allows (LeNet: 4 and 1)."""
-    _, _, (dh, dw), groups = _geometry(node.attrs)
-    k_out = node.inputs[1].type.shape[0] // groups
-    tile = k_out if k_out <= TILE_ROWS else TILE_ROWS
+def _tiled_src(node, *, rows: int, out_rows: str, positions: tuple[str, str], src: str, channels: str, first: str,
+               top: str, left: str, weight: str, dest: str, bias: str = "0") -> tuple[str, list, str, str]:
+    """(setup, scratch, per-group and per-sample lines) of a unit-stride correlation in register tiles, the form
+    of a conv and of its input gradient: out[o, j] for o < ``out_rows`` (``rows``, statically) and j = p * Wp + q
+    a position on wide rows (see _wide), p < OH and q < OW (``positions``), is the sum over taps t = (c, r, s) of
+    wt[t, o] * xpf[c * plane + r * dh * Wp + s * dw + j], xpf the group's ``channels`` planes of ``src`` (from
+    channel ``first``), placed ``top`` rows and ``left`` columns into zero planes of (OH + (R - 1) * dh) x
+    (Wp = OW + (S - 1) * dw) and flattened (a negative offset crops). _fma_tile computes ``cols`` vectors of V
+    positions by up to TILE_ROWS rows at a time into ``ow``, whose columns q < OW of each wide row then go to
+    ``dest`` (row o of the result, flat) plus ``bias``. ``weight``: wt[t, o] as an expression of c, r, s, o.
+    The tile is a constant of the source: all the rows if at most TILE_ROWS (LeNet: 6 and 16), else TILE_ROWS,
+    by as many vectors as TILE_ACCUMULATORS allows."""
+    _, _, (dh, dw), _ = _geometry(node.attrs)
+    tile = rows if rows <= TILE_ROWS else TILE_ROWS
     cols = max(1, min(4, TILE_ACCUMULATORS // tile))
-    setup = f"""V = 64 // x.itemsize  # lanes of a tile's vectors
-Hp, Wp = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
+    setup = f"""V = 64 // {src}.itemsize  # lanes of a tile's vectors
+OH, OW = {positions[0]}, {positions[1]}  # the result's positions
+Hp, Wp = OH + (R - 1) * {dh}, OW + (S - 1) * {dw}  # the padded planes
 plane = Hp * Wp
-L = (P * Wp + {cols} * V - 1) // ({cols} * V) * {cols} * V  # wide positions, whole tiles
-KT = (Kg + {tile - 1}) // {tile}  # tiles of output channels
-offsets = np.empty(Cg * R * S, np.int64)  # of each tap's reads in xpf
+L = (OH * Wp + {cols} * V - 1) // ({cols} * V) * {cols} * V  # wide positions, whole tiles
+OT = ({out_rows} + {tile - 1}) // {tile}  # tiles of output rows
+offsets = np.empty({channels} * R * S, np.int64)  # of each tap's reads in xpf
+h0, h1 = max(0, -({top})), min({src}.shape[2], Hp - ({top}))  # the rows and columns of src inside them
+w0, w1 = max(0, -({left})), min({src}.shape[3], Wp - ({left}))
 """
-    scratch = [("xpf", f"(Cg * plane + (R - 1) * {dh} * Wp + (S - 1) * {dw} + L,)", "np.zeros"),
-               ("wt", f"(KT, Cg * R * S, {tile})", "np.zeros"),
-               ("ow", f"({tile}, L)", "np.empty")]
-    per_group = f"""for c in range(Cg):
+    scratch = [("xpf", f"({channels} * plane + (R - 1) * {dh} * Wp + (S - 1) * {dw} + L,)", "np.zeros"),
+               ("wt", f"(OT, {channels} * R * S, {tile})", "np.zeros"), ("ow", f"({tile}, L)", "np.empty")]
+    per_group = f"""for c in range({channels}):
     for r in range(R):
         for s in range(S):
             t = (c * R + r) * S + s
             offsets[t] = c * plane + r * {dh} * Wp + s * {dw}
-            for k in range(Kg):
-                wt[k // {tile}, t, k % {tile}] = w2[k0 + k, t]"""
-    bias = "b[k0 + kt * " + str(tile) + " + k]" if has_bias else "0"
-    per_sample = f"""for c in range(Cg):
-    src = x[n, g * Cg + c]
-    for h in range(x.shape[2]):
-        at = c * plane + (h + ph) * Wp + pw
-        dst = xpf[at:at + x.shape[3]]
-        for q in range(x.shape[3]):
-            dst[q] = src[h, q]
-for kt in range(KT):
-    tile = ow[:min({tile}, Kg - kt * {tile})]
+            for o in range({out_rows}):
+                wt[o // {tile}, t, o % {tile}] = {weight}"""
+    per_sample = f"""for c in range({channels}):
+    plane_in = {src}[n, {first} + c]
+    for h in range(h0, h1):
+        at = c * plane + (h + {top}) * Wp + {left}
+        row_in = plane_in[h]
+        for q in range(w0, w1):
+            xpf[at + q] = row_in[q]
+for ot in range(OT):
+    tile = ow[:min({tile}, {out_rows} - ot * {tile})]
     for j0 in range(0, L, {cols} * V):
-        _fma_tile(xpf, offsets, wt[kt], tile, j0, {tile}, {cols})
-    for k in range(tile.shape[0]):
-        bias = {bias}
-        src = tile[k]
-        dst = {rows}[k0 + kt * {tile} + k]
-        for p in range(P):
-            for q in range(Q):
-                dst[p * Q + q] = src[p * Wp + q] + bias"""
+        _fma_tile(xpf, offsets, wt[ot], tile, j0, {tile}, {cols})
+    for i in range(tile.shape[0]):
+        o = ot * {tile} + i
+        add = {bias}
+        wide = tile[i]
+        row_out = {dest}
+        for p in range(OH):
+            for q in range(OW):
+                row_out[p * OW + q] = wide[p * Wp + q] + add"""
     return setup, scratch, per_group, per_sample
-
-
-def _one_group(node) -> bool:
-    """Whether a conv's output can live in a one-sample scratch: its chunks run all groups of a sample before
-    the next sample only when there is one group (groups are the outer loop, see _CHUNK)."""
-    return _geometry(node.attrs)[3] == 1
 
 
 #: a weight gradient with at least this many taps per output channel (C/groups * R * S) is computed transposed
@@ -453,29 +416,22 @@ else:
 
 
 def _backward_input_cpu(node, name, params="gy, w, x, out, ph, pw"):
-    """Per sample: the column gradient w[group].T @ gy[n, group], added back to the pixels it came from; on
-    wide rows (gy[n] first copied into the zero-padded ``gyw``) for unit strides."""
-    groups = _geometry(node.attrs)[3]
-    if not _wide(node.attrs):
-        return _col2im_src(f"{name}_col2im", node.attrs) + "\n\n\n" + _chunked(
-            groups, name, params, "gy", "w2 = w.reshape((K, Cg * R * S))\ng3 = gy.reshape((N, K, P * Q))",
-            [("dcol", "(Cg * R * S, P * Q)", "np.empty"), ("gp", _padded_src("out"), "np.empty")],
-            "wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)",
-            f"_gemm(wt, g3[n, k0:k0 + Kg], dcol, 0.0)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp, ph, pw)")
-    dw = _geometry(node.attrs)[2][1]
-    widen = """for k in range(Kg):
-    src = g3[n, k0 + k]
-    dst = gyw[k]
-    for p in range(P):
-        for q in range(Q):
-            dst[p * Wp + q] = src[p * Q + q]"""
-    return _col2im_wide_src(f"{name}_col2im", node.attrs) + "\n\n\n" + _chunked(
-        groups, name, params, "gy",
-        "w2 = w.reshape((K, Cg * R * S))\ng3 = gy.reshape((N, K, P * Q))\nWp = out.shape[3] + 2 * pw",
-        [("dcol", "(Cg * R * S, P * Wp)", "np.empty"), ("gyw", "(Kg, P * Wp)", "np.zeros"),
-         ("gp", f"((out.shape[2] + 2 * ph) * Wp + (S - 1) * {dw},)", "np.empty")],
+    """Unit strides: the correlation of gy, padded by the taps' reach less the conv's padding, with the flipped
+    weights, in register tiles (_tiled_src: the gradient of input channel o at (h, w) sums
+    w[k, o, R-1-r, S-1-s] * gy[k, h + r*dh - (R-1)*dh + ph, w + s*dw - (S-1)*dw + pw]). Other strides: per
+    sample, the column gradient w[group].T @ gy[n, group], added back to the pixels it came from."""
+    (_, _, (dh, dw), groups), cg = _geometry(node.attrs), node.inputs[1].type.shape[1]
+    if _wide(node.attrs):
+        lines = _tiled_src(node, rows=cg, out_rows="Cg", positions=("out.shape[2]", "out.shape[3]"), src="gy",
+                           channels="Kg", first="k0", top=f"(R - 1) * {dh} - ph", left=f"(S - 1) * {dw} - pw",
+                           weight="w[k0 + c, o, R - 1 - r, S - 1 - s]", dest="o3[n, g * Cg + o]")
+        setup = "o3 = out.reshape((N, out.shape[1], out.shape[2] * out.shape[3]))\n" + lines[0]
+        return _chunked(groups, name, params, "gy", setup, lines[1], lines[2], lines[3])
+    return _col2im_src(f"{name}_col2im", node.attrs) + "\n\n\n" + _chunked(
+        groups, name, params, "gy", "w2 = w.reshape((K, Cg * R * S))\ng3 = gy.reshape((N, K, P * Q))",
+        [("dcol", "(Cg * R * S, P * Q)", "np.empty"), ("gp", _padded_src("out"), "np.empty")],
         "wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)",
-        f"{widen}\n_gemm(wt, gyw, dcol, 0.0)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, gp, ph, pw)")
+        f"_gemm(wt, g3[n, k0:k0 + Kg], dcol, 0.0)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp, ph, pw)")
 
 
 def _flops(node, sizes):
@@ -666,7 +622,7 @@ def _backward_weight_direct_cuda(node, name):
 
 
 register(OpDef("conv2d", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _forward_cpu, "cuda": _forward_cuda},
-               flops=_flops, epilogue=True, scratch_result=_one_group, runtime_attrs=_padding))
+               flops=_flops, epilogue=True, runtime_attrs=_padding))
 register(OpDef("conv2d_backward_input", "kernel", _bwd_input_infer, _bwd_input_ref,
                lower={"cpu": _backward_input_cpu, "cuda": _backward_input_cuda}, flops=_bwd_flops,
                runtime_attrs=_padding))

@@ -39,11 +39,6 @@ class OpDef:
     # consumers the fusion pass gave it), calls {name}_epilogue(lo, hi, e0, e1, ...) on each finished range of
     # output rows, while they are still in cache
     epilogue: bool = False
-    # kernel: for the nodes of an epilogue anchor for which it holds, the CPU lowering, given scratch="eK" (the
-    # epilogue parameter standing for the node's result), writes each finished block of its result to a scratch
-    # of its own and hands the epilogue that block: used when only the epilogue reads the result
-    # (fusion.Kernel.result_in_scratch), which then never reaches memory and gets no buffer
-    scratch_result: Optional[Callable[[Any], bool]] = None
     # kernel: an anchor whose CPU lowering, given bias_grad=True, also writes the sum of its input #1 over
     # every axis but 1 into an extra output after its own (a conv's bias gradient, folded into the weight
     # gradient's pass over the output gradient); the fusion pass gives it such a sum

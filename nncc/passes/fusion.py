@@ -37,13 +37,6 @@ class Kernel:
         return [n for n in self.nodes[1:] if get_op(n.op).kind == "elementwise"] if self.kind == "kernel" else []
 
     @property
-    def result_in_scratch(self) -> bool:
-        """Whether an anchor keeps its result in its own scratch, block by block, for its epilogue: it can
-        (``scratch_result``) and nothing but the epilogue reads the result."""
-        anchor, rule = self.nodes[0], get_op(self.nodes[0].op).scratch_result
-        return bool(self.epilogue) and rule is not None and rule(anchor) and anchor.outputs[0] not in self.outputs
-
-    @property
     def bias_sum(self) -> Node | None:
         """The sum a ``bias_grad`` anchor computes alongside its output, if the fusion pass gave it one."""
         return next((n for n in self.nodes[1:] if n.op == "sum"), None) if self.kind == "kernel" else None

@@ -96,7 +96,7 @@ def plan_memory(graph: Graph, kernels: list[Kernel], dtype: str = "f32") -> Memo
                     continue
                 candidates.append(out)
                 start[out] = index
-        if kernel.epilogue and not kernel.result_in_scratch:  # a buffer the epilogue reads back
+        if kernel.epilogue:  # the anchor's result is a buffer its epilogue reads back, even if nothing else does
             result = kernel.nodes[0].outputs[0]
             end[result] = max(end.get(result, index), index)
     kept = {root.get(v, v) for v in graph.outputs}

@@ -80,9 +80,11 @@ CASES = [
      CONV_ODD),
     ("conv2d_backward_weight", [((1, 4, 7, 7), "f", "any"), ((1, 4, 3, 3), "f", "any"), ((4, 2, 3, 3), "f", "any")],
      CONV_ODD),
-    # ... with unit strides (col2im on wide rows), width dilated, uneven padding
+    # ... with unit strides (register tiles), width dilated, uneven padding; padding past the taps' reach (gy cropped)
     ("conv2d_backward_input", [((2, 4, 7, 4), "f", "any"), ((4, 2, 3, 3), "f", "any"), ((2, 4, 7, 8), "f", "any")],
      {"stride": [1, 1], "padding": [1, 0], "dilation": [1, 2], "groups": 2}),
+    ("conv2d_backward_input", [((1, 2, 8, 5), "f", "any"), ((2, 2, 3, 3), "f", "any"), ((1, 2, 4, 5), "f", "any")],
+     {"stride": [1, 1], "padding": [3, 1], "dilation": [1, 1], "groups": 1}),
     # ... with unit stride (im2col copies whole vectors), and with enough taps per output channel (16 * 3 * 3) to
     # be computed transposed
     ("conv2d_backward_weight", [((2, 2, 5, 5), "f", "any"), ((2, 3, 5, 5), "f", "any"), ((3, 2, 3, 3), "f", "any")],

@@ -261,27 +261,22 @@ class CpuEmitter:
 
     def _anchor_with_epilogue(self, kernel: Kernel) -> tuple[str, list]:
         """An anchor op whose lowering calls ``KERNEL_epilogue(lo, hi, ...)``, the fused elementwise consumers,
-        on each finished range [lo, hi) of its output's leading axis. When only the epilogue reads the anchor's
-        result, an anchor that can keeps it in a scratch of its own (``result_in_scratch``: a conv's output,
-        one sample at a time); otherwise the result keeps a buffer of its own: written in place, the epilogue's
-        loads and stores would overlap, LLVM's runtime alias check fails and the loop runs scalar (measured 12 us
-        instead of 1 us per LeNet sample for max-pool backward + ReLU mask)."""
+        on each finished range [lo, hi) of its output's leading axis. The anchor's result keeps a buffer of its
+        own even when only the epilogue reads it: written in place, the epilogue's loads and stores overlap,
+        LLVM's runtime alias check fails and the loop runs scalar (measured 12 us instead of 1 us per LeNet
+        sample for max-pool backward + ReLU mask)."""
         anchor, result = kernel.nodes[0], kernel.nodes[0].outputs[0]
         op = get_op(anchor.op)
         epi = Kernel(kernel.epilogue, "elementwise", [v for v in kernel.outputs if v is not result])
         made = {out for n in epi.nodes for out in n.outputs}
         epi.inputs = list(dict.fromkeys(v for n in epi.nodes for v in n.inputs if v not in made))
-        params = [f"e{i}" for i in range(len(epi.inputs) + len(epi.outputs))]
-        in_scratch = kernel.result_in_scratch  # the result is the lowering's scratch, not a parameter
-        extra = {"scratch": params[epi.inputs.index(result)]} if in_scratch else {}
-        source = op.lower["cpu"](anchor, "KERNEL", epilogue=", ".join(params), **extra) + "\n\n\n" + \
-            elementwise_source(epi, function="KERNEL_epilogue", rows=True, block=result if in_scratch else None)
+        params = ", ".join(f"e{i}" for i in range(len(epi.inputs) + len(epi.outputs)))
+        source = op.lower["cpu"](anchor, "KERNEL", epilogue=params) + "\n\n\n" + \
+            elementwise_source(epi, function="KERNEL_epilogue", rows=True)
         name = self._function(source, op.reassociate)
-        results = [] if in_scratch else [result]
-        for v in results + epi.outputs:
+        for v in [result] + epi.outputs:
             self._alloc(v)
-        epi_inputs = [v for v in epi.inputs if not (in_scratch and v is result)]
-        return name, anchor.inputs + results + _runtime_attrs(anchor) + epi_inputs + epi.outputs
+        return name, anchor.inputs + anchor.outputs + _runtime_attrs(anchor) + epi.inputs + epi.outputs
 
     def _anchor_with_bias_grad(self, kernel: Kernel) -> tuple[str, list]:
         """A ``bias_grad`` anchor (a conv weight gradient) that also writes the bias gradient, the sum the
@@ -303,11 +298,10 @@ def _runtime_attrs(node: Node) -> list[int]:
     return list(rule(node).values()) if rule else []
 
 
-def elementwise_source(kernel: Kernel, function: str = "KERNEL", rows: bool = False,
-                       block: Optional[Value] = None) -> str:
+def elementwise_source(kernel: Kernel, function: str = "KERNEL", rows: bool = False) -> str:
     """One loop nest over the kernel's domain computing every member node as a scalar expression. With
     ``rows``, the function takes ``lo, hi`` first and covers rows [lo, hi) of the leading axis only (an anchor's
-    epilogue); the input ``block`` is then given as those rows alone (an anchor's scratch)."""
+    epilogue)."""
     domain = kernel.domain
     rank = domain.rank
     ins = {v: f"i{n}" for n, v in enumerate(kernel.inputs)}
@@ -329,7 +323,7 @@ def elementwise_source(kernel: Kernel, function: str = "KERNEL", rows: bool = Fa
             lines.append(f"    row = {first_out}.size // max({first_out}.shape[0], 1)")
         for v, name in list(ins.items()) + list(outs.items()):
             if v.type.rank > 0:
-                lines.append(f"    {name}f = {name}.reshape(-1){'[:(hi - lo) * row]' if v is block else part}")
+                lines.append(f"    {name}f = {name}.reshape(-1){part}")
         lines.append(f"    for j in range({first_out}f.size):")
         depth = 2
     else:
@@ -348,8 +342,6 @@ def elementwise_source(kernel: Kernel, function: str = "KERNEL", rows: bool = Fa
         offset = rank - v.type.rank
         idx = [f"j{offset + a}" if not (d == 1 and domain.shape[offset + a] != 1) else "0"
                for a, d in enumerate(v.type.shape)]
-        if v is block:
-            idx[0] = "j0 - lo"
         return f"{ins[v]}[{', '.join(idx)}]"
 
     local: dict[Value, str] = {}
