@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.types import TensorType, dtype_of, is_float
+from ..codegen.cpu.fma_tile import vector_registers
 from .cpu_chunks import chunked_kernel
 from .cuda_lowering import Operand, cuda_kernel, tiled_gemm, unravel
 from .registry import OpDef, expect_rank, register
@@ -310,9 +311,13 @@ for k in range(Kg):
         f"{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)\n_gemm(wg, cols, o3[n, k0:k0 + Kg], 0.0)" + done)
 
 
-#: the most output channels a register tile (codegen/cpu/fma_tile.py) accumulates at once, and the most
-#: accumulators (vectors) it holds: AVX-512 has 32 vector registers, of which the loads and broadcasts need some
-TILE_ROWS, TILE_ACCUMULATORS = 16, 24
+def _tile_shape(rows: int) -> tuple[int, int, int]:
+    """(rows, vectors, vector bytes) of a register tile (codegen/cpu/fma_tile.py) covering ``rows`` output rows
+    on this machine: at most half its vector registers' worth of rows (16 with AVX-512), and as many vectors
+    per row as three quarters of the registers hold (the loads and broadcasts need the rest), at most 4."""
+    width, registers = vector_registers()
+    tile = min(rows, registers // 2)
+    return tile, max(1, min(4, registers * 3 // 4 // tile)), width
 
 
 def _tiled_src(node, *, rows: int, out_rows: str, positions: tuple[str, str], src: str, channels: str, first: str,
@@ -323,14 +328,13 @@ def _tiled_src(node, *, rows: int, out_rows: str, positions: tuple[str, str], sr
     wt[t, o] * xpf[c * plane + r * dh * Wp + s * dw + j], xpf the group's ``channels`` planes of ``src`` (from
     channel ``first``), placed ``top`` rows and ``left`` columns into zero planes of (OH + (R - 1) * dh) x
     (Wp = OW + (S - 1) * dw) and flattened (a negative offset crops). _fma_tile computes ``cols`` vectors of V
-    positions by up to TILE_ROWS rows at a time into ``ow``, whose columns q < OW of each wide row then go to
+    positions by a tile of rows at a time into ``ow``, whose columns q < OW of each wide row then go to
     ``dest`` (row o of the result, flat) plus ``bias``. ``weight``: wt[t, o] as an expression of c, r, s, o.
-    The tile is a constant of the source: all the rows if at most TILE_ROWS (LeNet: 6 and 16), else TILE_ROWS,
-    by as many vectors as TILE_ACCUMULATORS allows."""
+    The tile is a constant of the source, sized for the compiling machine (_tile_shape; with AVX-512, LeNet's 6
+    and 16 rows by 4 and 1 vectors of 16 floats)."""
     _, _, (dh, dw), _ = _geometry(node.attrs)
-    tile = rows if rows <= TILE_ROWS else TILE_ROWS
-    cols = max(1, min(4, TILE_ACCUMULATORS // tile))
-    setup = f"""V = 64 // {src}.itemsize  # lanes of a tile's vectors
+    tile, cols, width = _tile_shape(rows)
+    setup = f"""V = {width} // {src}.itemsize  # lanes of a tile's vectors
 OH, OW = {positions[0]}, {positions[1]}  # the result's positions
 Hp, Wp = OH + (R - 1) * {dh}, OW + (S - 1) * {dw}  # the padded planes
 plane = Hp * Wp
@@ -359,7 +363,7 @@ w0, w1 = max(0, -({left})), min({src}.shape[3], Wp - ({left}))
 for ot in range(OT):
     tile = ow[:min({tile}, {out_rows} - ot * {tile})]
     for j0 in range(0, L, {cols} * V):
-        _fma_tile(xpf, offsets, wt[ot], tile, j0, {tile}, {cols})
+        _fma_tile(xpf, offsets, wt[ot], tile, j0, {tile}, {cols}, {width})
     for i in range(tile.shape[0]):
         o = ot * {tile} + i
         add = {bias}

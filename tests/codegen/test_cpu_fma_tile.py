@@ -1,0 +1,86 @@
+"""_fma_tile, the register-tiled multiply-add of unit-stride convolutions (nncc/codegen/cpu/fma_tile.py),
+against numpy: both dtypes, both vector widths, a partial tile of rows, several vectors per row."""
+import numpy as np
+import pytest
+from numba import errors
+
+from nncc.codegen.cache import load_generated
+from nncc.codegen.cpu.blas import BLAS_IMPORTS
+from nncc.codegen.cpu.fma_tile import FMA_TILE, vector_registers
+from nncc.codegen.cpu.native_calls import NATIVE_CALLS_IMPORTS
+
+CALLERS = """
+@njit
+def tile_3x2_32(x, offsets, wt, out, j0):  # _fma_tile is an intrinsic: it runs inside compiled code only
+    _fma_tile(x, offsets, wt, out, j0, 3, 2, 32)
+
+
+@njit
+def tile_3x2_64(x, offsets, wt, out, j0):
+    _fma_tile(x, offsets, wt, out, j0, 3, 2, 64)
+
+
+@njit
+def tile_rows_given(x, offsets, wt, out, j0, rows):
+    _fma_tile(x, offsets, wt, out, j0, rows, 1, 64)
+"""
+
+
+@pytest.fixture(scope="module")
+def tiles():
+    return load_generated("\n".join(["# nncc test: _fma_tile alone", "import numpy as np", "from numba import njit",
+                                     NATIVE_CALLS_IMPORTS, BLAS_IMPORTS, FMA_TILE, CALLERS]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [32, 64])
+def test_a_tile_sums_its_taps(tiles, dtype, width):
+    rng = np.random.default_rng(0)
+    lanes = width // np.dtype(dtype).itemsize
+    x = rng.standard_normal(100).astype(dtype)
+    offsets = np.array([0, 3, 7, 20, 41], np.int64)
+    wt = rng.standard_normal((5, 3)).astype(dtype)
+    out = np.full((2, 2 * lanes + 9), -1.0, dtype)  # two of the tile's three rows, a spare column before
+    j0 = 1
+    getattr(tiles, f"tile_3x2_{width}")(x, offsets, wt, out, j0)
+    span = slice(j0, j0 + 2 * lanes)
+    want = sum(wt[t, :2, None] * x[None, o + j0:o + j0 + 2 * lanes] for t, o in enumerate(offsets))
+    np.testing.assert_allclose(out[:, span], want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    assert (out[:, 0] == -1).all() and (out[:, j0 + 2 * lanes:] == -1).all()  # nothing outside the tile
+
+
+def test_the_tile_size_must_be_a_constant(tiles):
+    x, wt, out = np.zeros(64, np.float32), np.zeros((1, 4), np.float32), np.zeros((4, 16), np.float32)
+    with pytest.raises(errors.TypingError, match="literal tile size"):
+        tiles.tile_rows_given(x, np.zeros(1, np.int64), wt, out, 0, 4)
+
+
+def test_this_machine_has_vector_registers():
+    width, registers = vector_registers()
+    assert (width, registers) in ((64, 32), (32, 16))
+
+
+def test_convolutions_tiled_for_avx2_registers_match_the_reference(monkeypatch):
+    """The tile sizes of a machine with 16 vector registers of 32 bytes, whatever this one has: 8 rows (of 20
+    channels: tiles of 8, 8 and 4) by 1 vector, and 3 rows by 4 vectors."""
+    import nncc.ops.conv as conv
+    from nncc.compiler import Program
+    from nncc.ir import GraphBuilder, TensorType
+    from nncc.ops import get_op
+
+    monkeypatch.setattr(conv, "vector_registers", lambda: (32, 16))
+    rng = np.random.default_rng(0)
+    attrs = {"stride": [1, 1], "padding": [1, 2], "dilation": [1, 1], "groups": 1}
+    arrays = {"x": rng.standard_normal((2, 3, 6, 5)), "w": rng.standard_normal((20, 3, 3, 3)),
+              "gy": rng.standard_normal((2, 20, 6, 7))}
+    b = GraphBuilder("avx2_tiles")
+    v = {k: b.input(k, TensorType("f32", a.shape)) for k, a in arrays.items()}
+    outs = b.add("conv2d", [v["x"], v["w"]], attrs) + b.add("conv2d_backward_input", [v["gy"], v["w"], v["x"]], attrs)
+    program = Program(b.finish(outs))
+    assert ", 8, 1, 32)" in program.emitted.source and ", 3, 4, 32)" in program.emitted.source
+    feeds = {k: a.astype(np.float32) for k, a in arrays.items()}
+    got = program(feeds)
+    want = (get_op("conv2d").reference([feeds["x"], feeds["w"]], attrs)[0],
+            get_op("conv2d_backward_input").reference([feeds["gy"], feeds["w"], feeds["x"]], attrs)[0])
+    for have, expected in zip(got, want):
+        np.testing.assert_allclose(have, expected, rtol=1e-4, atol=1e-5)
