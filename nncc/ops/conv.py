@@ -234,15 +234,9 @@ def _col2im_src(name, attrs):
                     base = p * Q
                     for q in range(Q):
                         dst[s * {dw} + q * {sw}] += row[base + q]
-{_interior_src("gp[h + ph, pw:pw + W]")}"""
-
-
-def _interior_src(padded_row: str) -> str:
-    """The lines copying the interior of a padded plane (its row h: ``padded_row``) into channel c0 + c of
-    sample n of ``out``."""
-    return f"""        plane = out[n, c0 + c]
+        plane = out[n, c0 + c]
         for h in range(H):
-            src = {padded_row}
+            src = gp[h + ph, pw:pw + W]
             dst = plane[h]
             for w in range(W):
                 dst[w] = src[w]"""

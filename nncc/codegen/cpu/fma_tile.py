@@ -16,8 +16,8 @@ output channels (LeNet's first conv has 6) enough independent accumulators to hi
 Written in LLVM IR because numba's loops cannot say it: an accumulator array in a numba kernel lives in memory
 (the heap), and one kept in ``out`` is loaded and stored on every step, since LLVM cannot prove that ``out``
 does not alias ``x``; a numba multiply-add loop over a row of ``out`` ran LeNet's conv2 2x slower than im2col
-and BLAS, this tile 1.5-1.9x faster (one thread, a sample at a time; BENCHMARKS.md). The caller guarantees the bounds: x holds every
-offsets[t] + j0 + cols * V, out's rows j0 + cols * V entries.
+and BLAS, this tile 1.5-1.9x faster (one thread, a sample at a time; BENCHMARKS.md). The caller guarantees the
+bounds: x holds every offsets[t] + j0 + cols * V, out's rows j0 + cols * V entries.
 
 ``vector_registers()`` says what the compiling machine has; ``FMA_TILE`` is the text pasted into every generated
 CPU module, after native_calls.py's ``NATIVE_CALLS_IMPORTS`` and blas.py's ``BLAS_IMPORTS`` (it uses their names).
@@ -77,8 +77,8 @@ def _fma_tile(typingctx, x, offsets, wt, out, j0, rows, cols, width):
                 row = _row(builder, outs.data, builder.mul(index(k), out_row), real)
                 for c in range(shape[1]):
                     at = builder.add(args[4], index(c * vector.count))
-                    builder.store(builder.load(acc[k][c]), builder.bitcast(builder.gep(row, [at]), vector.as_pointer()),
-                                  align=size)
+                    target = builder.bitcast(builder.gep(row, [at]), vector.as_pointer())
+                    builder.store(builder.load(acc[k][c]), target, align=size)
         return context.get_dummy_value()
 
     return types.none(x, offsets, wt, out, j0, rows, cols, width), codegen
