@@ -347,13 +347,13 @@ w0, w1 = max(0, -({left})), min({src}.shape[3], Wp - ({left}))
             offsets[t] = c * plane + r * {dh} * Wp + s * {dw}
             for o in range({out_rows}):
                 wt[o // {tile}, t, o % {tile}] = {weight}"""
-    per_sample = f"""for c in range({channels}):
+    per_sample = f"""for c in range({channels}):  # slices, so that every index is a loop variable (see _im2col_src)
     plane_in = {src}[n, {first} + c]
     for h in range(h0, h1):
         at = c * plane + (h + {top}) * Wp + {left}
-        row_in = plane_in[h]
-        for q in range(w0, w1):
-            xpf[at + q] = row_in[q]
+        row_in, row_xp = plane_in[h, w0:w1], xpf[at + w0:at + w1]
+        for q in range(w1 - w0):
+            row_xp[q] = row_in[q]
 for ot in range(OT):
     tile = ow[:min({tile}, {out_rows} - ot * {tile})]
     for j0 in range(0, L, {cols} * V):
@@ -364,8 +364,9 @@ for ot in range(OT):
         wide = tile[i]
         row_out = {dest}
         for p in range(OH):
+            src_p, dst_p = wide[p * Wp:p * Wp + OW], row_out[p * OW:(p + 1) * OW]
             for q in range(OW):
-                row_out[p * OW + q] = wide[p * Wp + q] + add"""
+                dst_p[q] = src_p[q] + add"""
     return setup, scratch, per_group, per_sample
 
 

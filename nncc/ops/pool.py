@@ -175,8 +175,8 @@ def _max_bwd_cpu(node, name, epilogue: str = ""):
         body = _inside_windows(
             kernel, stride, dil, per_plane,
             f"{window_grad}                    d[p * {stride[0]} + (tap // {kernel[1]}) * {dil[0]}, "
-            f"q * {stride[1]} + (tap % {kernel[1]}) * {dil[1]}] += grad", "    zero = gx.dtype.type(0)\n"
-            "    gx[lo:hi] = 0\n")
+            f"q * {stride[1]} + (tap % {kernel[1]}) * {dil[1]}] += grad",
+            ("    zero = gx.dtype.type(0)\n" if node.attrs.get("relu_mask") else "") + "    gx[lo:hi] = 0\n")
     return _sample_chunks(name, params, "gx", body + sample_done)
 
 

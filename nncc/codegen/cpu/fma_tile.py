@@ -22,9 +22,12 @@ bounds: x holds every offsets[t] + j0 + cols * V, out's rows j0 + cols * V entri
 ``vector_registers()`` says what the compiling machine has; ``FMA_TILE`` is the text pasted into every generated
 CPU module, after native_calls.py's ``NATIVE_CALLS_IMPORTS`` and blas.py's ``BLAS_IMPORTS`` (it uses their names).
 """
+from functools import cache
+
 import llvmlite.binding as llvm
 
 
+@cache
 def vector_registers() -> tuple[int, int]:
     """(bytes in a vector register, number of them) on this machine, for the tiles' sizes: AVX-512's 64 and 32
     where LLVM reports avx512f, else AVX2's (and NEON's count of) 32-byte vectors and 16 registers. Generated
