@@ -405,13 +405,19 @@ for k in range(k0, k0 + Kg):
         setup,
         _im2col_scratch(node.attrs), "cols = col[:, :P * Q]",
         f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)
-if transposed:
-    gy_t[...] = g3[n, k0:k0 + Kg].T
+if transposed:  # loops, not gy_t[...] = g3[...].T: numba compiles a transposed array copy for seconds
+    for k in range(Kg):
+        row_k = g3[n, k0 + k]
+        for j in range(P * Q):
+            gy_t[j, k] = row_k[j]
     _gemm(cols, gy_t, acc_t[:, k0:k0 + Kg], 1.0)
 else:
     _gemm(g3[n, k0:k0 + Kg], cols.T, acc[k0:k0 + Kg], 1.0){bias}""", reduced=("out", "gb") if bias_grad else ("out",),
         finish="""if transposed:
-    acc[...] = acc_t.T""")
+    for k in range(K):
+        row_k = acc[k]
+        for j in range(Cg * R * S):
+            row_k[j] = acc_t[j, k]""")
 
 
 def _backward_input_cpu(node, name, params="gy, w, x, out, ph, pw"):
