@@ -335,18 +335,19 @@ plane = Hp * Wp
 L = (OH * Wp + {cols} * V - 1) // ({cols} * V) * {cols} * V  # wide positions, whole tiles
 OT = ({out_rows} + {tile - 1}) // {tile}  # tiles of output rows
 offsets = np.empty({channels} * R * S, np.int64)  # of each tap's reads in xpf
+firsts = np.arange({channels} * R * S) * {tile}  # of each tap's weights in a row of wt
 h0, h1 = max(0, -({top})), min({src}.shape[2], Hp - ({top}))  # the rows and columns of src inside them
 w0, w1 = max(0, -({left})), min({src}.shape[3], Wp - ({left}))
 """
     scratch = [("xpf", f"({channels} * plane + (R - 1) * {dh} * Wp + (S - 1) * {dw} + L,)", "np.zeros"),
-               ("wt", f"(OT, {channels} * R * S, {tile})", "np.zeros"), ("ow", f"({tile}, L)", "np.empty")]
+               ("wt", f"(OT, {channels} * R * S * {tile})", "np.zeros"), ("ow", f"({tile}, L)", "np.empty")]
     per_group = f"""for c in range({channels}):
     for r in range(R):
         for s in range(S):
             t = (c * R + r) * S + s
             offsets[t] = c * plane + r * {dh} * Wp + s * {dw}
             for o in range({out_rows}):
-                wt[o // {tile}, t, o % {tile}] = {weight}"""
+                wt[o // {tile}, t * {tile} + o % {tile}] = {weight}"""
     per_sample = f"""for c in range({channels}):  # slices, so that every index is a loop variable (see _im2col_src)
     plane_in = {src}[n, {first} + c]
     for h in range(h0, h1):
@@ -357,7 +358,7 @@ w0, w1 = max(0, -({left})), min({src}.shape[3], Wp - ({left}))
 for ot in range(OT):
     tile = ow[:min({tile}, {out_rows} - ot * {tile})]
     for j0 in range(0, L, {cols} * V):
-        _fma_tile(xpf, offsets, wt[ot], tile, j0, {tile}, {cols}, {width})
+        _fma_tile(xpf, offsets, wt[ot], firsts, tile, j0, 0, {tile}, {cols}, {tile}, {width}, False)
     for i in range(tile.shape[0]):
         o = ot * {tile} + i
         add = {bias}
@@ -375,6 +376,95 @@ TRANSPOSED_WEIGHT_GRAD = 128
 
 
 def _backward_weight_cpu(node, name, bias_grad: bool = False):
+    """The weight gradient (and, with ``bias_grad``, the bias gradient the fusion pass gave the kernel,
+    fusion.py): in register tiles when a row of taps fits one (_weight_tile_shape), else by im2col and BLAS."""
+    shape = _weight_tile_shape(node)
+    if shape is None:
+        return _blas_weight_grad_src(node, name, bias_grad)
+    return _tiled_weight_grad_src(node, name, bias_grad, *shape)
+
+
+def _bias_sum(bias_grad: bool, row: str, to: str) -> tuple[str, str, str]:
+    """(before, inside, after) lines of a loop over a sample's gy row ``row`` that add it up into ``to``."""
+    if not bias_grad:
+        return "", "", ""
+    return "\n    total = gy.dtype.type(0)", f"\n        total += {row}[j]", f"\n    {to} += total"
+
+
+def _weight_tile_shape(node) -> tuple[int, int, int] | None:
+    """(tap rows r per tile, vectors of output channels, vector bytes) of the weight gradient's register tile
+    (_tiled_weight_grad_src) on this machine: all of a group's output channels in at most a few vectors, and
+    as many rows of S taps as fit the registers left, spread evenly over R; None where a row of taps does not
+    fit (or the taps along a row are not adjacent: dilation along the width)."""
+    width, registers = vector_registers()
+    _, _, (_, dw), groups = _geometry(node.attrs)
+    k, _, r, s = node.inputs[-1].type.shape
+    budget = registers - 4  # the rest hold a vector of gy and the broadcasts
+    itemsize = node.inputs[0].type.np_dtype.itemsize
+    kg = k // groups
+    if kg * itemsize <= 32:
+        width = 32  # a narrower vector for a few channels: half the scratch, the same multiply-adds
+    lanes = width // itemsize
+    cols = min(-(-kg // lanes), budget // s)
+    if dw != 1 or cols == 0:
+        return None
+    rows = max(1, min(r, budget // (s * cols)))
+    return -(-r // -(-r // rows)), cols, width
+
+
+def _tiled_weight_grad_src(node, name, bias_grad: bool, rows: int, cols: int, width: int):
+    """Per sample: gw[k, c, r, s] += sum over positions j = (p, q) of gy[n, k, j] * xp[c, p * sh + r * dh,
+    q * sw + s], in register tiles of ``rows`` x S taps by ``cols`` vectors of output channels: _fma_tile's
+    vector operand is gy transposed (gyt, a row of channels per position), its broadcasts the zero-padded
+    input planes (xpf) at each position's first tap plus the tap's offset, r * dh * Wp + s. No im2col matrix,
+    no BLAS: each position costs ``cols`` vector loads and rows * S * cols multiply-adds (LeNet's conv2: 25
+    by 1 vector of 16 channels). The chunk sums into acc_t, [tap, channel], written transposed into its row
+    of partial sums at the end."""
+    (sh, sw), _, (dh, _), groups = _geometry(node.attrs)
+    _, cg, r, s = node.inputs[-1].type.shape
+    before, inside, after = _bias_sum(bias_grad, "row_k", "acc_b[k0 + k]")
+    setup = "\n".join([
+        "g3 = gy.reshape((N, K, P * Q))",
+        "acc = partial[t, :out.size].reshape((K, Cg * R * S))"] + (["acc_b = partial[t, out.size:]"] if bias_grad else []) + [
+        f"V = {width} // gy.itemsize  # lanes of a tile's vectors",
+        f"KV = (Kg + {cols} * V - 1) // ({cols} * V) * {cols} * V  # a group's channels in whole tiles of vectors",
+        "H, W = x.shape[2], x.shape[3]",
+        "Wp = W + 2 * pw  # the zero-padded planes",
+        "plane = (H + 2 * ph) * Wp",
+        "gyt_at = np.arange(P * Q) * KV  # of each position's channels in gyt",
+        "x_at = np.empty(P * Q, np.int64)  # of each position's first tap in a plane of xpf",
+        "for p in range(P):",
+        "    for q in range(Q):",
+        f"        x_at[p * Q + q] = p * {sh} * Wp + q * {sw}"])
+    scratch = [("xpf", f"(Cg * plane + {rows} * {dh} * Wp,)", "np.zeros"),  # room for a tile's rows past R
+               ("gyt", "(P * Q * KV,)", "np.zeros"), ("acc_t", f"({groups} * Cg * R * S, KV)", "np.zeros")]
+    per_sample = f"""for c in range(Cg):  # the group's input planes into xpf's zero-padded ones
+    plane_in = x[n, g * Cg + c]
+    for h in range(H):
+        at = c * plane + (h + ph) * Wp + pw
+        row_in, row_xp = plane_in[h], xpf[at:at + W]
+        for w_ in range(W):
+            row_xp[w_] = row_in[w_]
+for k in range(Kg):  # the group's gy rows, transposed{before}
+    row_k = g3[n, k0 + k]
+    for j in range(P * Q):
+        gyt[j * KV + k] = row_k[j]{inside}{after}
+for c in range(Cg):
+    for r0 in range(0, R, {rows}):
+        first = ((g * Cg + c) * R + r0) * S
+        tile = acc_t[first:first + min({rows}, R - r0) * S]
+        taps = xpf[c * plane + r0 * {dh} * Wp:]
+        for j0 in range(0, KV, {cols} * V):
+            _fma_tile(gyt, gyt_at, taps, x_at, tile, j0, {dh} * Wp, {rows * s}, {cols}, {s}, {width}, True)"""
+    finish = f"""for k in range(K):
+    row_k, g, kk = acc[k], k // Kg, k % Kg
+    for j in range(Cg * R * S):
+        row_k[j] = acc_t[g * Cg * R * S + j, kk]"""
+    return _chunked(groups, name, "x, gy, w, out" + (", gb" if bias_grad else "") + ", ph, pw", "gy", setup,
+                    scratch, "", per_sample, reduced=("out", "gb") if bias_grad else ("out",), finish=finish)
+
+
+def _blas_weight_grad_src(node, name, bias_grad: bool):
     """Per sample: gw[group rows] += gy[n, group rows] @ im2col(x[n]).T, accumulated by BLAS (beta = 1) into
     the chunk's row of partial sums, so nothing batch-sized is built; the kernel adds the rows up. With
     ``bias_grad`` (the fusion pass gave the kernel the conv's bias gradient, fusion.py), the chunk also adds

@@ -1,5 +1,6 @@
-"""_fma_tile, the register-tiled multiply-add of unit-stride convolutions (nncc/codegen/cpu/fma_tile.py),
-against numpy: both dtypes, both vector widths, a partial tile of rows, several vectors per row."""
+"""_fma_tile, the register-tiled multiply-add of convolutions and their gradients (nncc/codegen/cpu/fma_tile.py),
+against numpy: both dtypes, both vector widths, a partial tile of rows, several vectors per row, grouped
+broadcast offsets, accumulation into out."""
 import numpy as np
 import pytest
 from numba import errors
@@ -11,18 +12,23 @@ from nncc.codegen.cpu.native_calls import NATIVE_CALLS_IMPORTS
 
 CALLERS = """
 @njit
-def tile_3x2_32(x, offsets, wt, out, j0):  # _fma_tile is an intrinsic: it runs inside compiled code only
-    _fma_tile(x, offsets, wt, out, j0, 3, 2, 32)
+def tile_3x2_32(vec, vec_at, bcast, bcast_at, out, j0):  # an intrinsic runs inside compiled code only
+    _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, 0, 3, 2, 3, 32, False)
 
 
 @njit
-def tile_3x2_64(x, offsets, wt, out, j0):
-    _fma_tile(x, offsets, wt, out, j0, 3, 2, 64)
+def tile_3x2_64(vec, vec_at, bcast, bcast_at, out, j0):
+    _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, 0, 3, 2, 3, 64, False)
 
 
 @njit
-def tile_rows_given(x, offsets, wt, out, j0, rows):
-    _fma_tile(x, offsets, wt, out, j0, rows, 1, 64)
+def grouped_adding(vec, vec_at, bcast, bcast_at, out, j0, group_step):  # rows in groups of 3, into out
+    _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, group_step, 6, 1, 3, 32, True)
+
+
+@njit
+def tile_rows_given(vec, vec_at, bcast, bcast_at, out, j0, rows):
+    _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, 0, rows, 1, rows, 64, False)
 """
 
 
@@ -34,7 +40,8 @@ def tiles():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("width", [32, 64])
-def test_a_tile_sums_its_taps(tiles, dtype, width):
+def test_a_tile_sums_its_steps(tiles, dtype, width):
+    """The convolution's form: vectors at tap offsets, one weight per row and tap broadcast."""
     rng = np.random.default_rng(0)
     lanes = width // np.dtype(dtype).itemsize
     x = rng.standard_normal(100).astype(dtype)
@@ -42,17 +49,32 @@ def test_a_tile_sums_its_taps(tiles, dtype, width):
     wt = rng.standard_normal((5, 3)).astype(dtype)
     out = np.full((2, 2 * lanes + 9), -1.0, dtype)  # two of the tile's three rows, a spare column before
     j0 = 1
-    getattr(tiles, f"tile_3x2_{width}")(x, offsets, wt, out, j0)
+    getattr(tiles, f"tile_3x2_{width}")(x, offsets, wt.reshape(-1), np.arange(5) * 3, out, j0)
     span = slice(j0, j0 + 2 * lanes)
     want = sum(wt[t, :2, None] * x[None, o + j0:o + j0 + 2 * lanes] for t, o in enumerate(offsets))
     np.testing.assert_allclose(out[:, span], want, rtol=1e-5 if dtype == np.float32 else 1e-12)
     assert (out[:, 0] == -1).all() and (out[:, j0 + 2 * lanes:] == -1).all()  # nothing outside the tile
 
 
+def test_grouped_broadcasts_add_into_out(tiles):
+    """The weight gradient's form: row i broadcasts bcast[bcast_at[t] + (i // 3) * group_step + i % 3], and the
+    sums add to what out held; rows past out's (5 of 6) are neither read nor written."""
+    rng = np.random.default_rng(1)
+    vec, bcast = rng.standard_normal(40).astype(np.float32), rng.standard_normal(200).astype(np.float32)
+    vec_at, bcast_at = np.array([0, 8, 16], np.int64), np.array([5, 9, 30], np.int64)
+    out = rng.standard_normal((5, 10)).astype(np.float32)
+    before = out.copy()
+    tiles.grouped_adding(vec, vec_at, bcast, bcast_at, out, 1, 17)
+    taps = np.array([[bcast[b + (i // 3) * 17 + i % 3] for i in range(5)] for b in bcast_at])
+    want = before[:, 1:9] + sum(taps[t][:, None] * vec[None, v + 1:v + 9] for t, v in enumerate(vec_at))
+    np.testing.assert_allclose(out[:, 1:9], want, rtol=1e-5)
+    assert np.array_equal(out[:, [0, 9]], before[:, [0, 9]])
+
+
 def test_the_tile_size_must_be_a_constant(tiles):
-    x, wt, out = np.zeros(64, np.float32), np.zeros((1, 4), np.float32), np.zeros((4, 16), np.float32)
+    x, wt, out = np.zeros(64, np.float32), np.zeros(4, np.float32), np.zeros((4, 16), np.float32)
     with pytest.raises(errors.TypingError, match="literal tile size"):
-        tiles.tile_rows_given(x, np.zeros(1, np.int64), wt, out, 0, 4)
+        tiles.tile_rows_given(x, np.zeros(1, np.int64), wt, np.zeros(1, np.int64), out, 0, 4)
 
 
 def test_this_machine_has_vector_registers():
@@ -62,7 +84,8 @@ def test_this_machine_has_vector_registers():
 
 def test_convolutions_tiled_for_avx2_registers_match_the_reference(monkeypatch):
     """The tile sizes of a machine with 16 vector registers of 32 bytes, whatever this one has: 8 rows (of 20
-    channels: tiles of 8, 8 and 4) by 1 vector, and 3 rows by 4 vectors."""
+    channels: tiles of 8, 8 and 4) by 1 vector, 3 rows by 4 vectors, and for the weight gradient one row of 3
+    taps by 3 vectors of the 20 channels."""
     import nncc.ops.conv as conv
     from nncc.compiler import Program
     from nncc.ir import GraphBuilder, TensorType
@@ -75,12 +98,15 @@ def test_convolutions_tiled_for_avx2_registers_match_the_reference(monkeypatch):
               "gy": rng.standard_normal((2, 20, 6, 7))}
     b = GraphBuilder("avx2_tiles")
     v = {k: b.input(k, TensorType("f32", a.shape)) for k, a in arrays.items()}
-    outs = b.add("conv2d", [v["x"], v["w"]], attrs) + b.add("conv2d_backward_input", [v["gy"], v["w"], v["x"]], attrs)
+    outs = (b.add("conv2d", [v["x"], v["w"]], attrs) + b.add("conv2d_backward_input", [v["gy"], v["w"], v["x"]], attrs)
+            + b.add("conv2d_backward_weight", [v["x"], v["gy"], v["w"]], attrs))
     program = Program(b.finish(outs))
-    assert ", 8, 1, 32)" in program.emitted.source and ", 3, 4, 32)" in program.emitted.source
+    for tile in (", 8, 1, 8, 32, False)", ", 3, 4, 3, 32, False)", ", 3, 3, 3, 32, True)"):
+        assert tile in program.emitted.source
     feeds = {k: a.astype(np.float32) for k, a in arrays.items()}
     got = program(feeds)
     want = (get_op("conv2d").reference([feeds["x"], feeds["w"]], attrs)[0],
-            get_op("conv2d_backward_input").reference([feeds["gy"], feeds["w"], feeds["x"]], attrs)[0])
+            get_op("conv2d_backward_input").reference([feeds["gy"], feeds["w"], feeds["x"]], attrs)[0],
+            get_op("conv2d_backward_weight").reference([feeds["x"], feeds["gy"], feeds["w"]], attrs)[0])
     for have, expected in zip(got, want):
         np.testing.assert_allclose(have, expected, rtol=1e-4, atol=1e-5)

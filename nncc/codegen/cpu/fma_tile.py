@@ -39,52 +39,62 @@ def vector_registers() -> tuple[int, int]:
 FMA_TILE = '''
 # ---- register-tiled multiply-adds (see nncc/codegen/cpu/fma_tile.py) ------------------------------------------
 @intrinsic
-def _fma_tile(typingctx, x, offsets, wt, out, j0, rows, cols, width):
-    """out[k, j0:j0 + cols * V] = sum over t of wt[t, k] * x[offsets[t] + j0:... + cols * V] for
-    k < out.shape[0] <= rows, V = ``width`` bytes of x's dtype; rows * cols vector accumulators in registers,
-    no bounds checks."""
-    if not all(isinstance(n, types.IntegerLiteral) for n in (rows, cols, width)):
-        raise errors.TypingError(f"_fma_tile takes a literal tile size and vector width, got {rows}, {cols}, {width}")
-    arrays = (x, offsets, wt, out)
+def _fma_tile(typingctx, vec, vec_at, bcast, bcast_at, out, j0, group_step, rows, cols, group, width, accumulate):
+    """out[i, j0 + c * V:...] (+)= sum over t of bcast[bcast_at[t] + (i // group) * group_step + i % group] *
+    vec[vec_at[t] + j0 + c * V:... + V] for i < out.shape[0] <= rows, c < cols, V = ``width`` bytes of the
+    dtype; rows * cols vector accumulators in registers (from out with ``accumulate``), no bounds checks."""
+    sizes = (rows, cols, group, width, accumulate)
+    if not all(isinstance(n, (types.IntegerLiteral, types.BooleanLiteral)) for n in sizes):
+        raise errors.TypingError(f"_fma_tile takes a literal tile size, vector width and accumulate, got {sizes}")
+    arrays = (vec, vec_at, bcast, bcast_at, out)
     if not all(isinstance(a, types.Array) and a.layout == "C" for a in arrays) or \\
-            [a.ndim for a in arrays] != [1, 1, 2, 2] or x.dtype != wt.dtype or x.dtype != out.dtype or \\
-            x.dtype not in (types.float32, types.float64) or offsets.dtype != types.int64:
-        raise errors.TypingError("_fma_tile takes C-contiguous x[:], int64 offsets[:], wt[:, :] and out[:, :], x, wt "
-                                 f"and out of one float dtype, got {arrays}")
-    shape, width_bytes = (rows.literal_value, cols.literal_value), width.literal_value
+            [a.ndim for a in arrays] != [1, 1, 1, 1, 2] or vec.dtype != bcast.dtype or vec.dtype != out.dtype or \\
+            vec.dtype not in (types.float32, types.float64) or vec_at.dtype != types.int64 or \\
+            bcast_at.dtype != types.int64:
+        raise errors.TypingError("_fma_tile takes C-contiguous vec[:], int64 vec_at[:], bcast[:], int64 bcast_at[:] "
+                                 f"and out[:, :], vec, bcast and out of one float dtype, got {arrays}")
+    (n_rows, n_cols, n_group, width_bytes, add_to_out) = (n.literal_value for n in sizes)
 
     def codegen(context, builder, sig, args):
-        xs, offs, ws, outs = (context.make_array(t)(context, builder, a) for t, a in zip(arrays, args[:4]))
-        real = context.get_data_type(x.dtype)
+        vecs, vat, bcs, bat, outs = (context.make_array(t)(context, builder, a) for t, a in zip(arrays, args[:5]))
+        j0, step = args[5], args[6]
+        real = context.get_data_type(vec.dtype)
         size = context.get_abi_sizeof(real)
         vector = _ir.VectorType(real, width_bytes // size)
         fma = _vector_fma(builder.module, vector)
         index = _ir.IntType(64)
-        acc = [[cgutils.alloca_once_value(builder, _ir.Constant(vector, None)) for _ in range(shape[1])]
-               for _ in range(shape[0])]
-        w_row = cgutils.unpack_tuple(builder, ws.strides, 2)[0]
-        with cgutils.for_range(builder, cgutils.unpack_tuple(builder, offs.shape, 1)[0]) as loop:
-            t = loop.index
-            at = builder.add(builder.load(builder.gep(offs.data, [t])), args[4])
-            xv = [builder.load(builder.bitcast(builder.gep(xs.data, [builder.add(at, index(c * vector.count))]),
-                                               vector.as_pointer()), align=size) for c in range(shape[1])]
-            weights = _row(builder, ws.data, builder.mul(t, w_row), real)
-            for k in range(shape[0]):
-                splat = _splat(builder, builder.load(builder.gep(weights, [index(k)])), vector)
-                for c in range(shape[1]):
-                    builder.store(builder.call(fma, [splat, xv[c], builder.load(acc[k][c])]), acc[k][c])
         out_rows, _ = cgutils.unpack_tuple(builder, outs.shape, 2)
         out_row = cgutils.unpack_tuple(builder, outs.strides, 2)[0]
-        for k in range(shape[0]):
-            with builder.if_then(builder.icmp_signed("<", index(k), out_rows)):
-                row = _row(builder, outs.data, builder.mul(index(k), out_row), real)
-                for c in range(shape[1]):
-                    at = builder.add(args[4], index(c * vector.count))
-                    target = builder.bitcast(builder.gep(row, [at]), vector.as_pointer())
-                    builder.store(builder.load(acc[k][c]), target, align=size)
+
+        def out_vector(i, c):  # a pointer to vector c of row i of the tile in out
+            row = _row(builder, outs.data, builder.mul(index(i), out_row), real)
+            return builder.bitcast(builder.gep(row, [builder.add(j0, index(c * vector.count))]), vector.as_pointer())
+
+        acc = [[cgutils.alloca_once_value(builder, _ir.Constant(vector, None)) for _ in range(n_cols)]
+               for _ in range(n_rows)]
+        if add_to_out:
+            for i in range(n_rows):
+                with builder.if_then(builder.icmp_signed("<", index(i), out_rows)):
+                    for c in range(n_cols):
+                        builder.store(builder.load(out_vector(i, c), align=size), acc[i][c])
+        groups = [builder.mul(index(a), step) for a in range(-(-n_rows // n_group))]
+        with cgutils.for_range(builder, cgutils.unpack_tuple(builder, vat.shape, 1)[0]) as loop:
+            at = builder.add(builder.load(builder.gep(vat.data, [loop.index])), j0)
+            vv = [builder.load(builder.bitcast(builder.gep(vecs.data, [builder.add(at, index(c * vector.count))]),
+                                               vector.as_pointer()), align=size) for c in range(n_cols)]
+            base = builder.load(builder.gep(bat.data, [loop.index]))
+            for i in range(n_rows):
+                first = builder.gep(bcs.data, [builder.add(base, groups[i // n_group])])
+                splat = _splat(builder, builder.load(builder.gep(first, [index(i % n_group)])), vector)
+                for c in range(n_cols):
+                    builder.store(builder.call(fma, [splat, vv[c], builder.load(acc[i][c])]), acc[i][c])
+        for i in range(n_rows):
+            with builder.if_then(builder.icmp_signed("<", index(i), out_rows)):
+                for c in range(n_cols):
+                    builder.store(builder.load(acc[i][c]), out_vector(i, c), align=size)
         return context.get_dummy_value()
 
-    return types.none(x, offsets, wt, out, j0, rows, cols, width), codegen
+    return types.none(*arrays, j0, group_step, *sizes), codegen
 
 
 def _vector_fma(module, vector):
