@@ -1,13 +1,14 @@
 """conv2d {stride, padding, dilation, groups} and its two backward ops.
 
-CPU lowering: all three ops work one sample at a time, per group. With unit strides the forward op and the
-input gradient are correlations computed in register tiles on "wide" rows (_wide, _tiled_src). Otherwise,
-and for every weight gradient, one BLAS product per group with the [C/g*R*S, P*Q] im2col matrix of that
-sample (at most a few hundred KB for small CNNs) kept in cache: the forward product writes straight into the
-output and adds the bias in place, the weight gradient adds gy[n] @ im2col(x[n]).T into a per-chunk partial
-sum, and the input gradient scatters w.T @ gy[n] back through col2im. im2col and col2im go through a
-zero-padded copy of each channel, so no index can be negative and LLVM vectorises the copies. BENCHMARKS.md
-has the measurements behind each choice.
+CPU lowering: all three ops work one sample at a time, per group, in register tiles (codegen/cpu/fma_tile.py)
+where they fit. With unit strides the forward op and the input gradient are correlations on "wide" rows
+(_wide, _tiled_src); a weight gradient whose kernel rows fit a tile, any stride, multiplies gy transposed by
+broadcasts from the padded input planes (_tiled_weight_grad_src). Otherwise one BLAS product per group with
+the [C/g*R*S, P*Q] im2col matrix of that sample (at most a few hundred KB for small CNNs) kept in cache: the
+forward product writes straight into the output and adds the bias in place, the weight gradient adds
+gy[n] @ im2col(x[n]).T into a per-chunk partial sum, and the input gradient scatters w.T @ gy[n] back through
+col2im. im2col and col2im go through a zero-padded copy of each channel, so no index can be negative and LLVM
+vectorises the copies. BENCHMARKS.md has the measurements behind each choice.
 """
 from __future__ import annotations
 
@@ -145,7 +146,7 @@ def _bwd_weight_ref(xs, attrs):
     return [np.concatenate(parts, axis=0).astype(x.dtype)]
 
 
-# ---- CPU lowering: per sample, a cache-resident im2col matrix and one BLAS product ------------------------------
+# ---- CPU lowering without tiles: per sample, a cache-resident im2col matrix and one BLAS product ---------------
 # Stride and dilation are constants of the source (unit strides make the copies contiguous, vectorised loops);
 # the padding (ph, pw) is a run-time parameter, so convolutions differing only in padding share compiled code.
 def _padding(node) -> dict[str, int]:
@@ -358,7 +359,7 @@ w0, w1 = max(0, -({left})), min({src}.shape[3], Wp - ({left}))
 for ot in range(OT):
     tile = ow[:min({tile}, {out_rows} - ot * {tile})]
     for j0 in range(0, L, {cols} * V):
-        _fma_tile(xpf, offsets, wt[ot], firsts, tile, j0, 0, {tile}, {cols}, {tile}, {width}, False)
+        _fma_tile(xpf, offsets, wt[ot], firsts, tile, j0, 0, {tile}, {cols}, {tile}, {width})
     for i in range(tile.shape[0]):
         o = ot * {tile} + i
         add = {bias}
@@ -393,21 +394,20 @@ def _bias_sum(bias_grad: bool, row: str, to: str) -> tuple[str, str, str]:
 
 def _weight_tile_shape(node) -> tuple[int, int, int] | None:
     """(tap rows r per tile, vectors of output channels, vector bytes) of the weight gradient's register tile
-    (_tiled_weight_grad_src) on this machine: all of a group's output channels in at most a few vectors, and
-    as many rows of S taps as fit the registers left, spread evenly over R; None where a row of taps does not
-    fit (or the taps along a row are not adjacent: dilation along the width)."""
+    (_tiled_weight_grad_src) on this machine: a group's output channels in as many vectors as fit, and as many
+    rows of S taps as fit the registers left, spread evenly over R. None (im2col and BLAS) where a group has
+    fewer output channels than a vector has lanes, where a row of taps does not fit, or where the taps along
+    a row are not adjacent (dilation along the width). With few channels most lanes idle: LeNet's conv1 (6
+    channels) took 1.4x BLAS's time in tiles of 8 lanes, 2.1x in 16, where conv2 (16) took 0.51-0.53x
+    (the kernel alone, in-process A/B at batch 64 and 256; BENCHMARKS.md)."""
     width, registers = vector_registers()
     _, _, (_, dw), groups = _geometry(node.attrs)
     k, _, r, s = node.inputs[-1].type.shape
     budget = registers - 4  # the rest hold a vector of gy and the broadcasts
-    itemsize = node.inputs[0].type.np_dtype.itemsize
-    kg = k // groups
-    if kg * itemsize <= 32:
-        width = 32  # a narrower vector for a few channels: half the scratch, the same multiply-adds
-    lanes = width // itemsize
-    cols = min(-(-kg // lanes), budget // s)
-    if dw != 1 or cols == 0:
+    lanes = width // node.inputs[0].type.np_dtype.itemsize
+    if dw != 1 or k // groups < lanes or s > budget:
         return None
+    cols = min(-(-(k // groups) // lanes), budget // s)
     rows = max(1, min(r, budget // (s * cols)))
     return -(-r // -(-r // rows)), cols, width
 
@@ -418,8 +418,9 @@ def _tiled_weight_grad_src(node, name, bias_grad: bool, rows: int, cols: int, wi
     vector operand is gy transposed (gyt, a row of channels per position), its broadcasts the zero-padded
     input planes (xpf) at each position's first tap plus the tap's offset, r * dh * Wp + s. No im2col matrix,
     no BLAS: each position costs ``cols`` vector loads and rows * S * cols multiply-adds (LeNet's conv2: 25
-    by 1 vector of 16 channels). The chunk sums into acc_t, [tap, channel], written transposed into its row
-    of partial sums at the end."""
+    by 1 vector of 16 channels). Each sample's sums (gw_n, [tap, channel]) are added into the chunk's (acc_t),
+    written transposed into its row of partial sums at the end: the per-sample sums round less than one long
+    running sum (a BatchNorm CNN's conv weight gradient 2.6x closer to float64's)."""
     (sh, sw), _, (dh, _), groups = _geometry(node.attrs)
     _, cg, r, s = node.inputs[-1].type.shape
     before, inside, after = _bias_sum(bias_grad, "row_k", "acc_b[k0 + k]")
@@ -437,7 +438,8 @@ def _tiled_weight_grad_src(node, name, bias_grad: bool, rows: int, cols: int, wi
         "    for q in range(Q):",
         f"        x_at[p * Q + q] = p * {sh} * Wp + q * {sw}"])
     scratch = [("xpf", f"(Cg * plane + {rows} * {dh} * Wp,)", "np.zeros"),  # room for a tile's rows past R
-               ("gyt", "(P * Q * KV,)", "np.zeros"), ("acc_t", f"({groups} * Cg * R * S, KV)", "np.zeros")]
+               ("gyt", "(P * Q * KV,)", "np.zeros"), ("gw_n", "(Cg * R * S * KV,)", "np.empty"),
+               ("acc_t", f"({groups} * Cg * R * S * KV,)", "np.zeros")]
     per_sample = f"""for c in range(Cg):  # the group's input planes into xpf's zero-padded ones
     plane_in = x[n, g * Cg + c]
     for h in range(H):
@@ -449,17 +451,21 @@ for k in range(Kg):  # the group's gy rows, transposed{before}
     row_k = g3[n, k0 + k]
     for j in range(P * Q):
         gyt[j * KV + k] = row_k[j]{inside}{after}
+gw_t = gw_n.reshape((Cg * R * S, KV))
 for c in range(Cg):
     for r0 in range(0, R, {rows}):
-        first = ((g * Cg + c) * R + r0) * S
-        tile = acc_t[first:first + min({rows}, R - r0) * S]
+        first = (c * R + r0) * S
+        tile = gw_t[first:first + min({rows}, R - r0) * S]
         taps = xpf[c * plane + r0 * {dh} * Wp:]
         for j0 in range(0, KV, {cols} * V):
-            _fma_tile(gyt, gyt_at, taps, x_at, tile, j0, {dh} * Wp, {rows * s}, {cols}, {s}, {width}, True)"""
+            _fma_tile(gyt, gyt_at, taps, x_at, tile, j0, {dh} * Wp, {rows * s}, {cols}, {s}, {width})
+sums = acc_t[g * gw_n.size:(g + 1) * gw_n.size]  # the sample's own sums first: fewer rounding errors
+for j in range(gw_n.size):
+    sums[j] += gw_n[j]"""
     finish = f"""for k in range(K):
     row_k, g, kk = acc[k], k // Kg, k % Kg
     for j in range(Cg * R * S):
-        row_k[j] = acc_t[g * Cg * R * S + j, kk]"""
+        row_k[j] = acc_t[(g * Cg * R * S + j) * KV + kk]"""
     return _chunked(groups, name, "x, gy, w, out" + (", gb" if bias_grad else "") + ", ph, pw", "gy", setup,
                     scratch, "", per_sample, reduced=("out", "gb") if bias_grad else ("out",), finish=finish)
 

@@ -13,22 +13,22 @@ from nncc.codegen.cpu.native_calls import NATIVE_CALLS_IMPORTS
 CALLERS = """
 @njit
 def tile_3x2_32(vec, vec_at, bcast, bcast_at, out, j0):  # an intrinsic runs inside compiled code only
-    _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, 0, 3, 2, 3, 32, False)
+    _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, 0, 3, 2, 3, 32)
 
 
 @njit
 def tile_3x2_64(vec, vec_at, bcast, bcast_at, out, j0):
-    _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, 0, 3, 2, 3, 64, False)
+    _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, 0, 3, 2, 3, 64)
 
 
 @njit
-def grouped_adding(vec, vec_at, bcast, bcast_at, out, j0, group_step):  # rows in groups of 3, into out
-    _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, group_step, 6, 1, 3, 32, True)
+def grouped(vec, vec_at, bcast, bcast_at, out, j0, group_step):  # rows in groups of 3
+    _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, group_step, 6, 1, 3, 32)
 
 
 @njit
 def tile_rows_given(vec, vec_at, bcast, bcast_at, out, j0, rows):
-    _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, 0, rows, 1, rows, 64, False)
+    _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, 0, rows, 1, rows, 64)
 """
 
 
@@ -56,17 +56,17 @@ def test_a_tile_sums_its_steps(tiles, dtype, width):
     assert (out[:, 0] == -1).all() and (out[:, j0 + 2 * lanes:] == -1).all()  # nothing outside the tile
 
 
-def test_grouped_broadcasts_add_into_out(tiles):
-    """The weight gradient's form: row i broadcasts bcast[bcast_at[t] + (i // 3) * group_step + i % 3], and the
-    sums add to what out held; rows past out's (5 of 6) are neither read nor written."""
+def test_grouped_broadcasts(tiles):
+    """The weight gradient's form: row i broadcasts bcast[bcast_at[t] + (i // 3) * group_step + i % 3]; rows
+    past out's (5 of 6) are not written."""
     rng = np.random.default_rng(1)
     vec, bcast = rng.standard_normal(40).astype(np.float32), rng.standard_normal(200).astype(np.float32)
     vec_at, bcast_at = np.array([0, 8, 16], np.int64), np.array([5, 9, 30], np.int64)
     out = rng.standard_normal((5, 10)).astype(np.float32)
     before = out.copy()
-    tiles.grouped_adding(vec, vec_at, bcast, bcast_at, out, 1, 17)
+    tiles.grouped(vec, vec_at, bcast, bcast_at, out, 1, 17)
     taps = np.array([[bcast[b + (i // 3) * 17 + i % 3] for i in range(5)] for b in bcast_at])
-    want = before[:, 1:9] + sum(taps[t][:, None] * vec[None, v + 1:v + 9] for t, v in enumerate(vec_at))
+    want = sum(taps[t][:, None] * vec[None, v + 1:v + 9] for t, v in enumerate(vec_at))
     np.testing.assert_allclose(out[:, 1:9], want, rtol=1e-5)
     assert np.array_equal(out[:, [0, 9]], before[:, [0, 9]])
 
@@ -101,7 +101,7 @@ def test_convolutions_tiled_for_avx2_registers_match_the_reference(monkeypatch):
     outs = (b.add("conv2d", [v["x"], v["w"]], attrs) + b.add("conv2d_backward_input", [v["gy"], v["w"], v["x"]], attrs)
             + b.add("conv2d_backward_weight", [v["x"], v["gy"], v["w"]], attrs))
     program = Program(b.finish(outs))
-    for tile in (", 8, 1, 8, 32, False)", ", 3, 4, 3, 32, False)", ", 3, 3, 3, 32, True)"):
+    for tile in (", 8, 1, 8, 32)", ", 3, 4, 3, 32)", ", 3, 3, 3, 32)"):
         assert tile in program.emitted.source
     feeds = {k: a.astype(np.float32) for k, a in arrays.items()}
     got = program(feeds)

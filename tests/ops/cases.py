@@ -91,6 +91,12 @@ CASES = [
      CONV),
     ("conv2d_backward_weight", [((2, 32, 7, 7), "f", "any"), ((2, 4, 3, 3), "f", "any"),
                                 ((4, 16, 3, 3), "f", "any")], CONV_ODD),
+    # ... in register tiles (a vector's lanes of output channels or more): 2 groups of 20 (two vectors, one part
+    # idle), stride 2, height dilated, uneven padding; float64 with 7 kernel rows in tiles of 4 and 3
+    ("conv2d_backward_weight", [((2, 4, 9, 8), "f", "any"), ((2, 40, 4, 6), "f", "any"), ((40, 2, 3, 2), "f", "any")],
+     {"stride": [2, 2], "padding": [1, 2], "dilation": [2, 1], "groups": 2}),
+    ("conv2d_backward_weight", [((1, 2, 9, 9), "d", "any"), ((1, 8, 5, 7), "d", "any"), ((8, 2, 7, 5), "d", "any")],
+     {"stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 1}),
     # pooling: plain, dilated, ceil_mode with padding (with and without the padding in the average's divisor)
     ("max_pool2d", [((2, 2, 4, 4), "f", "any")], POOL), ("max_pool2d", [((1, 2, 5, 5), "f", "any")], POOL_DILATED),
     ("max_pool2d", [((1, 2, 6, 6), "f", "any")], POOL_CEIL),

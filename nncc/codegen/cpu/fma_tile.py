@@ -1,23 +1,31 @@
 """A register-tiled multiply-add that generated CPU kernels call for the products LLVM would not tile alone.
 
-``_fma_tile(x, offsets, wt, out, j0, rows, cols, width)`` computes, for k < out.shape[0] (at most ``rows``),
+``_fma_tile(vec, vec_at, bcast, bcast_at, out, j0, group_step, rows, cols, group, width)``
+computes, for i < out.shape[0] (at most ``rows``) and V the lanes of a ``width``-byte vector,
 
-    out[k, j0:j0 + cols * V] = sum over t of wt[t, k] * x[offsets[t] + j0 : offsets[t] + j0 + cols * V]
+    out[i, j0:j0 + cols * V] = sum over t of b(t, i) * vec[vec_at[t] + j0 : vec_at[t] + j0 + cols * V]
+    with b(t, i) = bcast[bcast_at[t] + (i // group) * group_step + i % group]
 
-with V the lanes of a ``width``-byte vector and ``rows``, ``cols``, ``width`` literals: rows * cols vector
-accumulators held in registers across the loop over t, each step ``cols`` vector loads of x and rows * cols
-multiply-adds by broadcast weights. The sizes suit the compiling machine (``vector_registers``: with AVX-512's
-32 registers, 64-byte vectors of 16 float32; else 32-byte ones and 16 registers, as AVX2 has), so the
-accumulators fit. A unit-stride convolution is that sum with t its taps, x its zero-padded input planes
-flattened and j the output positions on "wide" rows (ops/conv.py): no im2col matrix is built, and on AVX-512
-the loop is ``cols`` vmovups and rows * cols vfmadd231ps with embedded broadcasts. Several columns give a few
-output channels (LeNet's first conv has 6) enough independent accumulators to hide the multiply-add's latency.
+``rows``, ``cols``, ``group`` and ``width`` are literals: rows * cols vector accumulators held in registers across the loop over t, each step ``cols`` vector loads of vec and
+rows * cols multiply-adds by broadcast scalars. The sizes suit the compiling machine (``vector_registers``:
+with AVX-512's 32 registers, 64-byte vectors of 16 float32; else 32-byte ones and 16 registers, as AVX2 has),
+so the accumulators fit. Two convolution products take this form (ops/conv.py):
+
+- a unit-stride convolution and its input gradient: t a tap, vec the zero-padded input planes flattened, j the
+  output positions on "wide" rows, the broadcasts a row of weights (``group`` = rows: one run of adjacent
+  scalars). No im2col matrix; on AVX-512 the loop is ``cols`` vmovups and rows * cols vfmadd231ps with embedded
+  broadcasts. Several columns give a few output channels (LeNet's first conv has 6) enough independent
+  accumulators to hide the multiply-add's latency;
+- a weight gradient: t an output position, vec gy transposed (a row of output channels per position), the
+  broadcasts the padded input planes at the position's first tap plus each tap's offset: ``group`` taps of
+  a kernel row are adjacent, kernel rows ``group_step`` apart. Rows are taps, lanes output channels.
 
 Written in LLVM IR because numba's loops cannot say it: an accumulator array in a numba kernel lives in memory
 (the heap), and one kept in ``out`` is loaded and stored on every step, since LLVM cannot prove that ``out``
-does not alias ``x``; a numba multiply-add loop over a row of ``out`` ran LeNet's conv2 2x slower than im2col
+does not alias ``vec``; a numba multiply-add loop over a row of ``out`` ran LeNet's conv2 2x slower than im2col
 and BLAS, this tile 1.5-1.9x faster (one thread, a sample at a time; BENCHMARKS.md). The caller guarantees the
-bounds: x holds every offsets[t] + j0 + cols * V, out's rows j0 + cols * V entries.
+bounds: vec holds every vec_at[t] + j0 + cols * V, bcast every broadcast index of the tile's rows (all
+``rows``, those past out's included), out's rows j0 + cols * V entries.
 
 ``vector_registers()`` says what the compiling machine has; ``FMA_TILE`` is the text pasted into every generated
 CPU module, after native_calls.py's ``NATIVE_CALLS_IMPORTS`` and blas.py's ``BLAS_IMPORTS`` (it uses their names).
@@ -39,13 +47,13 @@ def vector_registers() -> tuple[int, int]:
 FMA_TILE = '''
 # ---- register-tiled multiply-adds (see nncc/codegen/cpu/fma_tile.py) ------------------------------------------
 @intrinsic
-def _fma_tile(typingctx, vec, vec_at, bcast, bcast_at, out, j0, group_step, rows, cols, group, width, accumulate):
-    """out[i, j0 + c * V:...] (+)= sum over t of bcast[bcast_at[t] + (i // group) * group_step + i % group] *
+def _fma_tile(typingctx, vec, vec_at, bcast, bcast_at, out, j0, group_step, rows, cols, group, width):
+    """out[i, j0 + c * V:...] = sum over t of bcast[bcast_at[t] + (i // group) * group_step + i % group] *
     vec[vec_at[t] + j0 + c * V:... + V] for i < out.shape[0] <= rows, c < cols, V = ``width`` bytes of the
-    dtype; rows * cols vector accumulators in registers (from out with ``accumulate``), no bounds checks."""
-    sizes = (rows, cols, group, width, accumulate)
-    if not all(isinstance(n, (types.IntegerLiteral, types.BooleanLiteral)) for n in sizes):
-        raise errors.TypingError(f"_fma_tile takes a literal tile size, vector width and accumulate, got {sizes}")
+    dtype; rows * cols vector accumulators in registers, no bounds checks."""
+    sizes = (rows, cols, group, width)
+    if not all(isinstance(n, types.IntegerLiteral) for n in sizes):
+        raise errors.TypingError(f"_fma_tile takes a literal tile size and vector width, got {sizes}")
     arrays = (vec, vec_at, bcast, bcast_at, out)
     if not all(isinstance(a, types.Array) and a.layout == "C" for a in arrays) or \\
             [a.ndim for a in arrays] != [1, 1, 1, 1, 2] or vec.dtype != bcast.dtype or vec.dtype != out.dtype or \\
@@ -53,7 +61,7 @@ def _fma_tile(typingctx, vec, vec_at, bcast, bcast_at, out, j0, group_step, rows
             bcast_at.dtype != types.int64:
         raise errors.TypingError("_fma_tile takes C-contiguous vec[:], int64 vec_at[:], bcast[:], int64 bcast_at[:] "
                                  f"and out[:, :], vec, bcast and out of one float dtype, got {arrays}")
-    (n_rows, n_cols, n_group, width_bytes, add_to_out) = (n.literal_value for n in sizes)
+    n_rows, n_cols, n_group, width_bytes = (n.literal_value for n in sizes)
 
     def codegen(context, builder, sig, args):
         vecs, vat, bcs, bat, outs = (context.make_array(t)(context, builder, a) for t, a in zip(arrays, args[:5]))
@@ -72,11 +80,6 @@ def _fma_tile(typingctx, vec, vec_at, bcast, bcast_at, out, j0, group_step, rows
 
         acc = [[cgutils.alloca_once_value(builder, _ir.Constant(vector, None)) for _ in range(n_cols)]
                for _ in range(n_rows)]
-        if add_to_out:
-            for i in range(n_rows):
-                with builder.if_then(builder.icmp_signed("<", index(i), out_rows)):
-                    for c in range(n_cols):
-                        builder.store(builder.load(out_vector(i, c), align=size), acc[i][c])
         groups = [builder.mul(index(a), step) for a in range(-(-n_rows // n_group))]
         with cgutils.for_range(builder, cgutils.unpack_tuple(builder, vat.shape, 1)[0]) as loop:
             at = builder.add(builder.load(builder.gep(vat.data, [loop.index])), j0)
