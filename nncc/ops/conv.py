@@ -422,11 +422,12 @@ def _tiled_weight_grad_src(node, name, bias_grad: bool, rows: int, cols: int, wi
     written transposed into its row of partial sums at the end: the per-sample sums round less than one long
     running sum (a BatchNorm CNN's conv weight gradient 2.6x closer to float64's)."""
     (sh, sw), _, (dh, _), groups = _geometry(node.attrs)
-    _, cg, r, s = node.inputs[-1].type.shape
+    s = node.inputs[-1].type.shape[3]
     before, inside, after = _bias_sum(bias_grad, "row_k", "acc_b[k0 + k]")
     setup = "\n".join([
         "g3 = gy.reshape((N, K, P * Q))",
-        "acc = partial[t, :out.size].reshape((K, Cg * R * S))"] + (["acc_b = partial[t, out.size:]"] if bias_grad else []) + [
+        "acc = partial[t, :out.size].reshape((K, Cg * R * S))"] +
+        (["acc_b = partial[t, out.size:]"] if bias_grad else []) + [
         f"V = {width} // gy.itemsize  # lanes of a tile's vectors",
         f"KV = (Kg + {cols} * V - 1) // ({cols} * V) * {cols} * V  # a group's channels in whole tiles of vectors",
         "H, W = x.shape[2], x.shape[3]",
@@ -462,7 +463,7 @@ for c in range(Cg):
 sums = acc_t[g * gw_n.size:(g + 1) * gw_n.size]  # the sample's own sums first: fewer rounding errors
 for j in range(gw_n.size):
     sums[j] += gw_n[j]"""
-    finish = f"""for k in range(K):
+    finish = """for k in range(K):
     row_k, g, kk = acc[k], k // Kg, k % Kg
     for j in range(Cg * R * S):
         row_k[j] = acc_t[(g * Cg * R * S + j) * KV + kk]"""

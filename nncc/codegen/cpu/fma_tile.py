@@ -6,10 +6,11 @@ computes, for i < out.shape[0] (at most ``rows``) and V the lanes of a ``width``
     out[i, j0:j0 + cols * V] = sum over t of b(t, i) * vec[vec_at[t] + j0 : vec_at[t] + j0 + cols * V]
     with b(t, i) = bcast[bcast_at[t] + (i // group) * group_step + i % group]
 
-``rows``, ``cols``, ``group`` and ``width`` are literals: rows * cols vector accumulators held in registers across the loop over t, each step ``cols`` vector loads of vec and
-rows * cols multiply-adds by broadcast scalars. The sizes suit the compiling machine (``vector_registers``:
-with AVX-512's 32 registers, 64-byte vectors of 16 float32; else 32-byte ones and 16 registers, as AVX2 has),
-so the accumulators fit. Two convolution products take this form (ops/conv.py):
+``rows``, ``cols``, ``group`` and ``width`` are literals: rows * cols vector accumulators held in registers
+across the loop over t, each step ``cols`` vector loads of vec and rows * cols multiply-adds by broadcast
+scalars. The sizes suit the compiling machine (``vector_registers``: with AVX-512's 32 registers, 64-byte
+vectors of 16 float32; else 32-byte ones and 16 registers, as AVX2 has), so the accumulators fit. Two
+convolution products take this form (ops/conv.py):
 
 - a unit-stride convolution and its input gradient: t a tap, vec the zero-padded input planes flattened, j the
   output positions on "wide" rows, the broadcasts a row of weights (``group`` = rows: one run of adjacent
