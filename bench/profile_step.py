@@ -22,9 +22,9 @@ import numpy as np
 import common  # noqa: F401  (puts examples/ on the path)
 
 
-# per target: the driver's first line and its kernel calls (kernel name, arguments); a CUDA launch is timed
-# from an idle device until it is idle again
-DRIVERS = {"cpu": ("def _run(", r"    _call\((k\d+), addresses, \((.*)\)\)$", "{}", ""),
+# per target: the driver's first line and its kernel calls (kernel name, arguments: on the CPU through _call,
+# or a chunked kernel's call by name); a CUDA launch is timed from an idle device until it is idle again
+DRIVERS = {"cpu": ("def _run(", r"    (?:_call\((k\d+), addresses, \((.*)\)\)|(k\d+)\((.*, addresses)\))$", "{}", ""),
            "cuda": ("def run(", r"    (k\d+)_launch\((.*)\)$", "{}_launch", "cuda.synchronize(); ")}
 
 
@@ -43,9 +43,10 @@ def timed_driver(source: str, target: str = "cpu") -> str:
         if i > start and line.strip().startswith("# %"):
             ops.append(line.split(" = ", 1)[1].split("(")[0])
         if call:
-            seen[call.group(1)] = seen.get(call.group(1), 0) + 1  # which call of the kernel: the layer
-            key = f"{'+'.join(ops)} {call.group(1)}#{seen[call.group(1)]}"
-            out += [f"    {sync}_t = _time.perf_counter()", f"    {callee.format(call.group(1))}({call.group(2)})",
+            kernel, arguments = [group for group in call.groups() if group is not None]
+            seen[kernel] = seen.get(kernel, 0) + 1  # which call of the kernel: the layer
+            key = f"{'+'.join(ops)} {kernel}#{seen[kernel]}"
+            out += [f"    {sync}_t = _time.perf_counter()", f"    {callee.format(kernel)}({arguments})",
                     f"    {sync}_T[{key!r}] += _time.perf_counter() - _t"]
             ops = []
         else:

@@ -195,12 +195,15 @@ class CpuEmitter:
         if source_with_placeholder not in self.by_source:
             name = f"k{len(self.by_source)}"
             src = source_with_placeholder.replace("KERNEL", name)
-            entries = (f"def {name}(", f"def {name}_chunk(")  # what the driver and the launcher call
+            chunked = f"def {name}_chunk(" in src
+            # what the driver and the launcher call through addresses; a chunked kernel's own function (a few
+            # lines around _launch) is inlined into the driver like a helper (ops/cpu_chunks.py)
+            entries = (f"def {name}_chunk(",) if chunked else (f"def {name}(",)
             self.functions.append("\n".join(
                 _decorate(part, self.parallel, reassociate, helper=not part.startswith(entries))
                 for part in re.split(r"(?m)^(?=def )", src) if part))
             self.by_source[source_with_placeholder] = name
-            if f"def {name}_chunk(" in src:
+            if chunked:
                 self.chunked.add(name)
         return self.by_source[source_with_placeholder]
 
@@ -245,19 +248,20 @@ class CpuEmitter:
 
     def _call(self, name: str, args: list, dtype: str) -> str:
         """The driver line calling kernel ``name`` on ``args`` (values, and integers of ``runtime_attrs``)
-        through its slot: one per kernel and signature. A chunked kernel also gets the addresses, its chunk
-        function a slot (t, T, a pointer to the kernel's arguments and a [T, size] array of ``dtype``, packed),
-        and the module's launcher one when there are threads to launch on (ops/cpu_chunks.py)."""
+        through its slot: one per kernel and signature. A chunked kernel is called by name (it is inlined) with
+        the addresses; its chunk function gets a slot (t, T, a pointer to the kernel's arguments and a [T, size]
+        array of ``dtype``, packed), and the module's launcher one when there are threads to launch on
+        (ops/cpu_chunks.py)."""
         types_ = [numba_type(a if isinstance(a, int) else a.type) for a in args]
-        passed = [str(a) if isinstance(a, int) else self.var[a] for a in args]
+        passed = "".join(p + ", " for p in (str(a) if isinstance(a, int) else self.var[a] for a in args))
         if name in self.chunked:
             packed = f"CPointer(Tuple(({', '.join(types_ + [array_type(dtype, 2)])},)))"
             self.slots.setdefault((f"{name}_chunk", _signature(["int64", "int64", packed])), len(self.slots))
             if launcher_slot():
                 self.slots.setdefault(launcher_slot(), len(self.slots))
-            types_, passed = types_ + ["int64[::1]"], passed + ["addresses"]
+            return f"    {name}({passed}addresses)"
         self.slots.setdefault((name, _signature(types_)), len(self.slots))
-        return f"    _call({name}, addresses, ({''.join(p + ', ' for p in passed)}))"
+        return f"    _call({name}, addresses, ({passed}))"
 
     def _anchor_with_epilogue(self, kernel: Kernel) -> tuple[str, list]:
         """An anchor op whose lowering calls ``KERNEL_epilogue(lo, hi, ...)``, the fused elementwise consumers,

@@ -7,7 +7,8 @@ compiled on its own for the exact argument types the driver passes (a *slot*: ke
 Python wrapper ``run`` hands the driver the slots' entry addresses as an int64 array, and the driver calls
 each through ``_call(kernel, addresses, (args...))``, an indirect call in numba's own calling convention (so
 a kernel's exception still reaches the caller). Kernels that split the batch across threads reach their chunk
-function the same way (``_launch``, ``ops/cpu_chunks.py``). The driver stays cacheable: the addresses are an
+function the same way (``_launch``, ``ops/cpu_chunks.py``); their own few lines, which launch the chunks, are
+inlined into the driver. The driver stays cacheable: the addresses are an
 argument, not constants baked into its code.
 
 ``NATIVE_CALLS`` is the text of that machinery as it is pasted into every generated CPU module (which must
