@@ -93,9 +93,9 @@ def _work_items(module: ModuleType) -> list[str]:
     """The kernels (by name) and the driver, largest source first: the last items to finish are small."""
     size = {DRIVER: len(inspect.getsource(module._run.py_func))}
     kernels = {kernel.__name__ for kernel, _ in module._SLOTS}
-    for kernel, _ in module._SLOTS:  # a kernel's helpers are named after it (a chunk function is an item itself)
-        helpers = [f for name, f in vars(module).items()
-                   if name.startswith(kernel.__name__ + "_") and name not in kernels]
+    for kernel, _ in module._SLOTS:  # helpers (im2col, epilogue) are named after the kernel whose chunk has them
+        prefix = kernel.__name__.removesuffix("_chunk") + "_"
+        helpers = [f for name, f in vars(module).items() if name.startswith(prefix) and name not in kernels]
         size[kernel.__name__] = sum(len(inspect.getsource(f.py_func)) for f in [kernel] + helpers)
     return sorted(size, key=size.get, reverse=True)
 
