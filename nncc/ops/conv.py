@@ -19,7 +19,9 @@ from ..ir.types import TensorType, dtype_of, is_float
 from ..codegen.cpu.fma_tile import vector_registers
 from .cpu_chunks import chunked_kernel
 from .cuda_lowering import Operand, cuda_kernel, tiled_gemm, unravel
-from .registry import OpDef, expect_rank, register
+from typing import NamedTuple
+
+from .registry import OpDef, expect_rank, get_op, register
 
 
 def _pair(v):
@@ -376,20 +378,46 @@ for ot in range(OT):
 TRANSPOSED_WEIGHT_GRAD = 128
 
 
-def _backward_weight_cpu(node, name, bias_grad: bool = False):
+def _backward_weight_cpu(node, name, bias_grad: bool = False, prologue=None):
     """The weight gradient (and, with ``bias_grad``, the bias gradient the fusion pass gave the kernel,
-    fusion.py): in register tiles when a row of taps fits one (_weight_tile_shape), else by im2col and BLAS."""
+    fusion.py): in register tiles when a row of taps fits one (_weight_tile_shape), else by im2col and BLAS.
+    With ``prologue`` (the producer of gy, fusion.py), each sample of gy is computed into a scratch first."""
+    gy = _gy_source(prologue, name)
     shape = _weight_tile_shape(node)
     if shape is None:
-        return _blas_weight_grad_src(node, name, bias_grad)
-    return _tiled_weight_grad_src(node, name, bias_grad, *shape)
+        return gy.helper + _blas_weight_grad_src(node, name, bias_grad, gy)
+    return gy.helper + _tiled_weight_grad_src(node, name, bias_grad, gy, *shape)
+
+
+class _GySource(NamedTuple):
+    """How a weight gradient's chunk reads sample n of gy, as ``g3[sample]`` (a [K, P * Q] view)."""
+
+    params: str  # the kernel's parameters in place of gy
+    shaped: str  # the one of them shaped like gy
+    helper: str  # the prologue's source
+    scratch: list  # the chunk's scratch for a sample of gy
+    per_group: str  # defines g3
+    per_sample: str  # run first for each sample
+    sample: str  # g3's index of sample n
+
+
+def _gy_source(prologue, name: str) -> _GySource:
+    """gy as the kernel's parameter, or computed one sample at a time by ``prologue``'s sample_prologue into
+    gys: its parameters are the producer's inputs (q0, q1, ...), one of them shaped like its output."""
+    if prologue is None:
+        return _GySource("gy", "gy", "", [], "g3 = gy.reshape((N, K, P * Q))", "", "n")
+    params = ", ".join(f"q{i}" for i in range(len(prologue.inputs)))
+    shaped = next(f"q{i}" for i, v in enumerate(prologue.inputs) if v.type.shape == prologue.outputs[0].type.shape)
+    helper = get_op(prologue.op).sample_prologue(prologue, f"{name}_prologue") + "\n\n\n"
+    return _GySource(params, shaped, helper, [("gys", "(1, K, P, Q)", "np.empty")],
+                     "g3 = gys.reshape((1, K, P * Q))", f"{name}_prologue({params}, gys, n)\n", "0")
 
 
 def _bias_sum(bias_grad: bool, row: str, to: str) -> tuple[str, str, str]:
     """(before, inside, after) lines of a loop over a sample's gy row ``row`` that add it up into ``to``."""
     if not bias_grad:
         return "", "", ""
-    return "\n    total = gy.dtype.type(0)", f"\n        total += {row}[j]", f"\n    {to} += total"
+    return "\n    total = x.dtype.type(0)", f"\n        total += {row}[j]", f"\n    {to} += total"
 
 
 def _weight_tile_shape(node) -> tuple[int, int, int] | None:
@@ -412,7 +440,7 @@ def _weight_tile_shape(node) -> tuple[int, int, int] | None:
     return -(-r // -(-r // rows)), cols, width
 
 
-def _tiled_weight_grad_src(node, name, bias_grad: bool, rows: int, cols: int, width: int):
+def _tiled_weight_grad_src(node, name, bias_grad: bool, gy: _GySource, rows: int, cols: int, width: int):
     """Per sample: gw[k, c, r, s] += sum over positions j = (p, q) of gy[n, k, j] * xp[c, p * sh + r * dh,
     q * sw + s], in register tiles of ``rows`` x S taps by ``cols`` vectors of output channels: _fma_tile's
     vector operand is gy transposed (gyt, a row of channels per position), its broadcasts the zero-padded
@@ -425,10 +453,9 @@ def _tiled_weight_grad_src(node, name, bias_grad: bool, rows: int, cols: int, wi
     s = node.inputs[-1].type.shape[3]
     before, inside, after = _bias_sum(bias_grad, "row_k", "acc_b[k0 + k]")
     setup = "\n".join([
-        "g3 = gy.reshape((N, K, P * Q))",
         "acc = partial[t, :out.size].reshape((K, Cg * R * S))"] +
         (["acc_b = partial[t, out.size:]"] if bias_grad else []) + [
-        f"V = {width} // gy.itemsize  # lanes of a tile's vectors",
+        f"V = {width} // x.itemsize  # lanes of a tile's vectors",
         f"KV = (Kg + {cols} * V - 1) // ({cols} * V) * {cols} * V  # a group's channels in whole tiles of vectors",
         "H, W = x.shape[2], x.shape[3]",
         "Wp = W + 2 * pw  # the zero-padded planes",
@@ -440,8 +467,8 @@ def _tiled_weight_grad_src(node, name, bias_grad: bool, rows: int, cols: int, wi
         f"        x_at[p * Q + q] = p * {sh} * Wp + q * {sw}"])
     scratch = [("xpf", f"(Cg * plane + {rows} * {dh} * Wp,)", "np.zeros"),  # room for a tile's rows past R
                ("gyt", "(P * Q * KV,)", "np.zeros"), ("gw_n", "(Cg * R * S * KV,)", "np.empty"),
-               ("acc_t", f"({groups} * Cg * R * S * KV,)", "np.zeros")]
-    per_sample = f"""for c in range(Cg):  # the group's input planes into xpf's zero-padded ones
+               ("acc_t", f"({groups} * Cg * R * S * KV,)", "np.zeros")] + gy.scratch
+    per_sample = gy.per_sample + f"""for c in range(Cg):  # the group's input planes into xpf's zero-padded ones
     plane_in = x[n, g * Cg + c]
     for h in range(H):
         at = c * plane + (h + ph) * Wp + pw
@@ -449,7 +476,7 @@ def _tiled_weight_grad_src(node, name, bias_grad: bool, rows: int, cols: int, wi
         for w_ in range(W):
             row_xp[w_] = row_in[w_]
 for k in range(Kg):  # the group's gy rows, transposed{before}
-    row_k = g3[n, k0 + k]
+    row_k = g3[{gy.sample}, k0 + k]
     for j in range(P * Q):
         gyt[j * KV + k] = row_k[j]{inside}{after}
 gw_t = gw_n.reshape((Cg * R * S, KV))
@@ -467,11 +494,12 @@ for j in range(gw_n.size):
     row_k, g, kk = acc[k], k // Kg, k % Kg
     for j in range(Cg * R * S):
         row_k[j] = acc_t[(g * Cg * R * S + j) * KV + kk]"""
-    return _chunked(groups, name, "x, gy, w, out" + (", gb" if bias_grad else "") + ", ph, pw", "gy", setup,
-                    scratch, "", per_sample, reduced=("out", "gb") if bias_grad else ("out",), finish=finish)
+    return _chunked(groups, name, f"x, {gy.params}, w, out" + (", gb" if bias_grad else "") + ", ph, pw", gy.shaped,
+                    setup, scratch, gy.per_group, per_sample, reduced=("out", "gb") if bias_grad else ("out",),
+                    finish=finish)
 
 
-def _blas_weight_grad_src(node, name, bias_grad: bool):
+def _blas_weight_grad_src(node, name, bias_grad: bool, gy: _GySource):
     """Per sample: gw[group rows] += gy[n, group rows] @ im2col(x[n]).T, accumulated by BLAS (beta = 1) into
     the chunk's row of partial sums, so nothing batch-sized is built; the kernel adds the rows up. With
     ``bias_grad`` (the fusion pass gave the kernel the conv's bias gradient, fusion.py), the chunk also adds
@@ -485,31 +513,31 @@ def _blas_weight_grad_src(node, name, bias_grad: bool):
     transposed into its row at the end. The choice is made at run time from w's shape, so convolutions on
     either side of it share one compiled kernel."""
     groups = _geometry(node.attrs)[3]
-    bias = """
+    bias = f"""
 for k in range(k0, k0 + Kg):
-    gy_k = g3[n, k]
-    total = gy.dtype.type(0)
+    gy_k = g3[{gy.sample}, k]
+    total = x.dtype.type(0)
     for j in range(P * Q):
         total += gy_k[j]
     acc_b[k] += total""" if bias_grad else ""
-    setup = "\n".join(["g3 = gy.reshape((N, K, P * Q))", "acc = partial[t, :out.size].reshape((K, Cg * R * S))"] +
+    setup = "\n".join(["acc = partial[t, :out.size].reshape((K, Cg * R * S))"] +
                       (["acc_b = partial[t, out.size:]"] if bias_grad else []) +
                       [f"transposed = Cg * R * S >= {TRANSPOSED_WEIGHT_GRAD}",
-                       "acc_t = np.zeros((Cg * R * S, K) if transposed else (0, 0), gy.dtype)",
-                       "gy_t = np.empty((P * Q, Kg) if transposed else (0, 0), gy.dtype)"])
+                       "acc_t = np.zeros((Cg * R * S, K) if transposed else (0, 0), x.dtype)",
+                       "gy_t = np.empty((P * Q, Kg) if transposed else (0, 0), x.dtype)"])
     return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
-        groups, name, "x, gy, w, out" + (", gb" if bias_grad else "") + ", ph, pw", "gy",
+        groups, name, f"x, {gy.params}, w, out" + (", gb" if bias_grad else "") + ", ph, pw", gy.shaped,
         setup,
-        _im2col_scratch(node.attrs), "cols = col[:, :P * Q]",
-        f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)
+        _im2col_scratch(node.attrs) + gy.scratch, gy.per_group + "\ncols = col[:, :P * Q]",
+        gy.per_sample + f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)
 if transposed:  # loops, not gy_t[...] = g3[...].T: numba compiles a transposed array copy for seconds
     for k in range(Kg):
-        row_k = g3[n, k0 + k]
+        row_k = g3[{gy.sample}, k0 + k]
         for j in range(P * Q):
             gy_t[j, k] = row_k[j]
     _gemm(cols, gy_t, acc_t[:, k0:k0 + Kg], 1.0)
 else:
-    _gemm(g3[n, k0:k0 + Kg], cols.T, acc[k0:k0 + Kg], 1.0){bias}""", reduced=("out", "gb") if bias_grad else ("out",),
+    _gemm(g3[{gy.sample}, k0:k0 + Kg], cols.T, acc[k0:k0 + Kg], 1.0){bias}""", reduced=("out", "gb") if bias_grad else ("out",),
         finish="""if transposed:
     for k in range(K):
         row_k = acc[k]
@@ -730,7 +758,7 @@ register(OpDef("conv2d_backward_input", "kernel", _bwd_input_infer, _bwd_input_r
                runtime_attrs=_padding))
 register(OpDef("conv2d_backward_weight", "kernel", _bwd_weight_infer, _bwd_weight_ref,
                lower={"cpu": _backward_weight_cpu, "cuda": _backward_weight_cuda}, flops=_bwd_flops,
-               runtime_attrs=_padding, bias_grad=True, reassociate=True))
+               runtime_attrs=_padding, bias_grad=True, prologue=True, reassociate=True))
 
 
 # ---- conv_transpose2d(x, w) {stride, padding, dilation, groups, output_padding} ---------------------------------

@@ -168,9 +168,8 @@ def _max_bwd_cpu(node, name, epilogue: str = ""):
     sample_done = f"\n        {name}_epilogue(n, n + 1, {epilogue})" if epilogue else ""
     per_plane = "            g = gy_or_out[n, c]\n            d = gx[n, c]"
     window_grad = f"                    grad = {_masked('g[p, q]', node.attrs)}\n"
-    if tuple(stride) == tuple(kernel) and tuple(dil) == (1, 1):
-        body = _inside_windows(kernel, stride, dil, per_plane + _untiled_zeroed(kernel),
-                               window_grad + _tile_stores(kernel), "    zero = gx.dtype.type(0)\n")
+    if _tiling(node.attrs):
+        body = _tiling_windows_bwd(node, "gx[n, c]")
     else:  # windows may overlap: their gradients add up
         body = _inside_windows(
             kernel, stride, dil, per_plane,
@@ -178,6 +177,30 @@ def _max_bwd_cpu(node, name, epilogue: str = ""):
             f"q * {stride[1]} + (tap % {kernel[1]}) * {dil[1]}] += grad",
             ("    zero = gx.dtype.type(0)\n" if node.attrs.get("relu_mask") else "") + "    gx[lo:hi] = 0\n")
     return _sample_chunks(name, params, "gx", body + sample_done)
+
+
+def _tiling(attrs) -> bool:
+    """Whether the windows tile the input: no padding or ceil_mode, stride = kernel, no dilation."""
+    kernel, stride, pad, dil, ceil_mode = _params(attrs)
+    return not (any(pad) or ceil_mode) and tuple(stride) == tuple(kernel) and tuple(dil) == (1, 1)
+
+
+def _tiling_windows_bwd(node, plane: str) -> str:
+    """The loops of a max-pool backward over windows that tile the input (_tile_stores), writing the gradient
+    of plane (n, c) of the chunk's samples [lo, hi) into ``plane``."""
+    kernel, stride, _, dil, _ = _params(node.attrs)
+    per_plane = f"            g = gy_or_out[n, c]\n            d = {plane}"
+    return _inside_windows(kernel, stride, dil, per_plane + _untiled_zeroed(kernel),
+                           f"                    grad = {_masked('g[p, q]', node.attrs)}\n" + _tile_stores(kernel),
+                           "    zero = gx.dtype.type(0)\n")
+
+
+def _max_bwd_sample(node, name: str):
+    """``name(x, gy_or_out, gx, lo)``: sample lo's gradient into gx[0], for a weight gradient that reads it
+    one sample at a time (its prologue: the gradient never goes to memory); windows that tile the input only."""
+    if not _tiling(node.attrs):
+        return None
+    return f"def {name}(x, gy_or_out, gx, lo):\n    hi = lo + 1\n" + _tiling_windows_bwd(node, "gx[0, c]")
 
 
 def _masked(grad: str, attrs, zero: str = "zero") -> str:
@@ -380,7 +403,7 @@ def _avg_bwd_cuda(node, name):
 
 register(OpDef("max_pool2d", "kernel", _infer, _max_ref, vjp=_max_vjp, lower={"cpu": _max_cpu, "cuda": _max_cuda}))
 register(OpDef("max_pool2d_backward", "kernel", _bwd_infer(0), _max_bwd_ref,
-               lower={"cpu": _max_bwd_cpu, "cuda": _max_bwd_cuda}, epilogue=True))
+               lower={"cpu": _max_bwd_cpu, "cuda": _max_bwd_cuda}, epilogue=True, sample_prologue=_max_bwd_sample))
 register(OpDef("avg_pool2d", "kernel", _infer, _avg_ref, vjp=_avg_vjp, lower={"cpu": _avg_cpu, "cuda": _avg_cuda}))
 register(OpDef("avg_pool2d_backward", "kernel", _bwd_infer(1), _avg_bwd_ref,
                lower={"cpu": _avg_bwd_cpu, "cuda": _avg_bwd_cuda}))

@@ -43,6 +43,13 @@ class OpDef:
     # every axis but 1 into an extra output after its own (a conv's bias gradient, folded into the weight
     # gradient's pass over the output gradient); the fusion pass gives it such a sum
     bias_grad: bool = False
+    # kernel: an anchor whose CPU lowering, given prologue=node, computes its input #1 one sample at a time with
+    # that node's ``sample_prologue`` into a scratch of its own instead of reading it (the fusion pass gives it
+    # a producer nothing else reads: the gradient never goes to memory)
+    prologue: bool = False
+    # kernel: CPU source of ``name(<its inputs>, out, n)`` writing sample n of its output into out[0], for an
+    # anchor's prologue; (node, name) -> source, or None where the node's attributes have no such form
+    sample_prologue: Optional[Callable[[Any, str], Optional[str]]] = None
     # kernel: attributes its CPU lowering takes as trailing integer parameters (after the arrays, before any
     # epilogue parameters) instead of constants in the source, so nodes differing only in them share one
     # compiled kernel (conv padding: LeNet's two convolutions and their weight gradients); node -> name: value

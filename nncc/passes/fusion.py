@@ -6,7 +6,10 @@ join an anchor (an op declaring ``epilogue``, such as conv2d or matmul) whose ou
 lowering then applies them to each block of output rows it finishes (conv2d: per sample, while the sample is
 in cache). Also with ``epilogues``, the sum of an anchor's input #1 over every axis but 1 joins an anchor
 declaring ``bias_grad`` (a conv weight gradient: the bias gradient is that sum of the same output gradient,
-added up while each sample of it is in cache). Every other node is a kernel of its own. A node joins a kernel
+added up while each sample of it is in cache), and such an anchor declaring ``prologue`` takes in the producer
+of its input #1 when nothing else reads that value and the producer has a per-sample form (``sample_prologue``:
+a max-pool backward): the anchor computes each sample of it into a scratch of its own, so the whole gradient
+never goes to memory. Every other node is a kernel of its own. A node joins a kernel
 only if its other inputs exist before the kernel starts, so the partition never creates a cycle. The result is
 a plan for the codegen; the IR itself is unchanged.
 """
@@ -26,6 +29,12 @@ class Kernel:
     kind: str
     outputs: list[Value] = field(default_factory=list)  # values read outside the kernel
     inputs: list[Value] = field(default_factory=list)  # values the kernel reads from outside
+    prologue: Node | None = None  # the producer of the anchor's input #1, computed per sample (nodes[0])
+
+    @property
+    def anchor(self) -> Node:
+        """The node whose lowering is the kernel (the first, or the one after the prologue)."""
+        return self.nodes[1] if self.prologue is not None else self.nodes[0]
 
     @property
     def domain(self):
@@ -49,12 +58,17 @@ def plan_kernels(graph: Graph, fuse: bool = True, epilogues: bool = True) -> lis
     home: dict[Value, Kernel] = {}
     position: dict[Kernel, int] = {}  # index of the kernel's first node
     produced_at: dict[Value, int] = {}
+    readers: dict[Value, list[Node]] = {}
+    for node in graph.nodes:
+        for v in node.inputs:
+            readers.setdefault(v, []).append(node)
     for index, node in enumerate(graph.nodes):
         kind = get_op(node.op).kind
         target = None
         if fuse:
             target = _fusable_kernel(node, kind, home, position, produced_at, epilogues) or \
-                (_bias_grad_kernel(node, kernels) if epilogues else None)
+                (_bias_grad_kernel(node, kernels) or _prologue_kernel(node, graph, home, position, produced_at,
+                                                                      readers) if epilogues else None)
         if target is None:
             target = Kernel([], kind)
             position[target] = index
@@ -81,14 +95,40 @@ def _fusable_kernel(node, kind, home, position, produced_at, epilogues):
 
 
 def _bias_grad_kernel(node, kernels: list[Kernel]):
-    """The kernel of a lone ``bias_grad`` anchor whose input #1 ``node`` sums over every axis but 1."""
+    """The kernel of a ``bias_grad`` anchor, alone or after its prologue, whose input #1 ``node`` sums."""
+    if not _is_bias_sum(node):
+        return None
+    return next((k for k in kernels if len(k.nodes) == 1 + (k.prologue is not None)
+                 and get_op(k.anchor.op).bias_grad and k.anchor.inputs[1] is node.inputs[0]), None)
+
+
+def _is_bias_sum(node) -> bool:
+    """Whether ``node`` sums its input over every axis but 1 (a bias gradient)."""
     if node.op != "sum" or node.attrs.get("keepdims", False):
-        return None
+        return False
     x = node.inputs[0]
-    if x.type.rank < 2 or sorted(node.attrs["axes"]) != [a for a in range(x.type.rank) if a != 1]:
+    return x.type.rank >= 2 and sorted(node.attrs["axes"]) == [a for a in range(x.type.rank) if a != 1]
+
+
+def _prologue_kernel(node, graph: Graph, home, position, produced_at, readers):
+    """The lone kernel of the producer of a ``prologue`` anchor's input #1, when only the anchor and its bias
+    sum read that value, the producer has a per-sample form and the anchor's other inputs exist before it."""
+    op = get_op(node.op)
+    gy = node.inputs[1] if op.prologue else None
+    producer = home.get(gy)
+    if producer is None or len(producer.nodes) != 1 or producer.kind != "kernel" or gy in graph.outputs:
         return None
-    return next((k for k in kernels if len(k.nodes) == 1 and get_op(k.nodes[0].op).bias_grad
-                 and k.nodes[0].inputs[1] is x), None)
+    source = producer.nodes[0]
+    maker = get_op(source.op).sample_prologue
+    if maker is None or maker(source, "PROLOGUE") is None or len(source.outputs) != 1 or \
+            not any(v.type.shape == gy.type.shape for v in source.inputs):  # the anchor's loops take that shape
+        return None
+    if any(r is not node and not _is_bias_sum(r) for r in readers.get(gy, [])):
+        return None
+    if any(produced_at.get(v, -1) >= position[producer] for v in node.inputs if v is not gy):
+        return None
+    producer.prologue, producer.kind = source, "kernel"
+    return producer
 
 
 def _absorbs(kernel: Kernel, epilogues: bool) -> bool:
@@ -96,9 +136,9 @@ def _absorbs(kernel: Kernel, epilogues: bool) -> bool:
     output rows, so they need one output with a leading axis."""
     if kernel.kind == "elementwise":
         return True
-    anchor = kernel.nodes[0]
+    anchor = kernel.anchor
     return (epilogues and kernel.kind == "kernel" and get_op(anchor.op).epilogue and len(anchor.outputs) == 1
-            and anchor.outputs[0].type.rank > 0 and kernel.bias_sum is None)
+            and anchor.outputs[0].type.rank > 0 and kernel.bias_sum is None and kernel.prologue is None)
 
 
 def _fill_boundaries(graph: Graph, kernels: list[Kernel], home: dict[Value, Kernel]) -> None:
@@ -132,6 +172,7 @@ def format_plan(graph: Graph, kernels: list[Kernel]) -> str:
     for i, k in enumerate(kernels):
         kind = f"{k.kind} + {len(k.epilogue)}-node epilogue" if k.epilogue else k.kind
         kind += " + bias gradient" if k.bias_sum else ""
+        kind += " + per-sample prologue" if k.prologue is not None else ""
         lines.append(f"kernel #{i} ({kind}, {len(k.nodes)} node{'s' if len(k.nodes) > 1 else ''}):")
         lines.extend("    " + describe_node(n, names) for n in k.nodes)
     return "\n".join(lines) + "\n"

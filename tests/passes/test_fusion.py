@@ -179,3 +179,58 @@ def test_a_conv_weight_gradient_absorbs_the_bias_gradient_on_the_cpu():
     fused, unfused = Program(parse_graph(CONV_GRADS))(feeds), Program(parse_graph(CONV_GRADS), fuse=False)(feeds)
     for have, want in zip(fused, unfused):
         np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-5)
+
+
+POOL = "{ceil_mode=false, dilation=[1, 1], kernel=[2, 2], padding=[0, 0], relu_mask=true, stride=[2, 2]}"
+POOL_OVERLAPPING = "{ceil_mode=false, dilation=[1, 1], kernel=[2, 2], padding=[0, 0], relu_mask=true, stride=[1, 1]}"
+CONV = "{dilation=[1, 1], groups=1, padding=[0, 0], stride=[1, 1]}"
+POOL_GRADS = f"""graph g(%x: f32[N,2,8,8], %a: f32[N,16,6,6], %ga: f32[N,16,3,3], %gc: f32[N,16,3,3], \
+%gb: f32[N,16,5,5], %w: f32[16,2,3,3]) -> (f32[16,2,3,3], f32[16], f32[16,2,3,3], f32[N,2,8,8], f32[16,2,3,3]) {{
+  %0 = max_pool2d_backward(%a, %ga) {POOL} : f32[N,16,6,6]
+  %1 = conv2d_backward_weight(%x, %0, %w) {CONV} : f32[16,2,3,3]
+  %2 = sum(%0) {{axes=[0, 2, 3], keepdims=false}} : f32[16]
+  %3 = max_pool2d_backward(%a, %gc) {POOL} : f32[N,16,6,6]
+  %4 = conv2d_backward_weight(%x, %3, %w) {CONV} : f32[16,2,3,3]
+  %5 = conv2d_backward_input(%3, %w, %x) {CONV} : f32[N,2,8,8]
+  %6 = max_pool2d_backward(%a, %gb) {POOL_OVERLAPPING} : f32[N,16,6,6]
+  %7 = conv2d_backward_weight(%x, %6, %w) {CONV} : f32[16,2,3,3]
+  return %1, %2, %4, %5, %7
+}}
+"""
+# A weight gradient takes in the max-pool backward that only it and its bias gradient read (its "prologue":
+# computed one sample at a time into a scratch of the kernel's); not one whose output another node reads (%3),
+# nor one whose windows overlap (%6: no per-sample form).
+POOL_GRADS_PLAN = f"""kernels of graph g: 6
+kernel #0 (kernel + bias gradient + per-sample prologue, 3 nodes):
+    %0 = max_pool2d_backward(%a, %ga) {POOL}
+    %1 = conv2d_backward_weight(%x, %0, %w) {CONV}
+    %2 = sum(%0) {{axes=[0, 2, 3], keepdims=false}}
+kernel #1 (kernel, 1 node):
+    %3 = max_pool2d_backward(%a, %gc) {POOL}
+kernel #2 (kernel, 1 node):
+    %4 = conv2d_backward_weight(%x, %3, %w) {CONV}
+kernel #3 (kernel, 1 node):
+    %5 = conv2d_backward_input(%3, %w, %x) {CONV}
+kernel #4 (kernel, 1 node):
+    %6 = max_pool2d_backward(%a, %gb) {POOL_OVERLAPPING}
+kernel #5 (kernel, 1 node):
+    %7 = conv2d_backward_weight(%x, %6, %w) {CONV}
+"""
+
+
+def test_a_conv_weight_gradient_computes_a_max_pool_gradient_only_it_reads_per_sample():
+    graph = parse_graph(POOL_GRADS)
+    kernels = plan_kernels(graph)
+    assert format_plan(graph, kernels) == POOL_GRADS_PLAN
+    assert kernels[0].prologue is graph.nodes[0] and kernels[0].anchor is graph.nodes[1]
+    assert_schedulable(graph, kernels)
+    assert all(k.prologue is None for k in plan_kernels(graph, epilogues=False))  # the CUDA target's plan
+    rng = np.random.default_rng(0)
+    shapes = {"x": (3, 2, 8, 8), "a": (3, 16, 6, 6), "ga": (3, 16, 3, 3), "gc": (3, 16, 3, 3),
+              "gb": (3, 16, 5, 5), "w": (16, 2, 3, 3)}
+    feeds = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    fused = Program(parse_graph(POOL_GRADS))
+    prologue = next(k.prologue for k in fused.kernels if k.prologue is not None)
+    assert prologue.outputs[0] not in fused.memory.placements  # the pool's gradient gets no buffer
+    for have, want in zip(fused(feeds), Program(parse_graph(POOL_GRADS), fuse=False)(feeds)):
+        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-5)

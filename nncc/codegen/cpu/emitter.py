@@ -231,7 +231,7 @@ class CpuEmitter:
             values = kernel.inputs + kernel.outputs
         elif kernel.epilogue:
             name, values = self._anchor_with_epilogue(kernel)
-        elif kernel.bias_sum is not None:
+        elif kernel.bias_sum is not None or kernel.prologue is not None:
             name, values = self._anchor_with_bias_grad(kernel)
         else:
             op = get_op(node.op)
@@ -284,13 +284,17 @@ class CpuEmitter:
 
     def _anchor_with_bias_grad(self, kernel: Kernel) -> tuple[str, list]:
         """A ``bias_grad`` anchor (a conv weight gradient) that also writes the bias gradient, the sum the
-        fusion pass gave it, into a parameter after its own outputs."""
-        anchor, bias = kernel.nodes[0], kernel.bias_sum.outputs[0]
+        fusion pass gave it, into a parameter after its own outputs; with a prologue, the anchor takes the
+        producer's inputs in place of its input #1, which it computes per sample."""
+        anchor, prologue = kernel.anchor, kernel.prologue
+        bias = [kernel.bias_sum.outputs[0]] if kernel.bias_sum is not None else []
         op = get_op(anchor.op)
-        name = self._function(op.lower["cpu"](anchor, "KERNEL", bias_grad=True), op.reassociate)
-        for v in anchor.outputs + [bias]:
+        name = self._function(op.lower["cpu"](anchor, "KERNEL", bias_grad=bool(bias), prologue=prologue),
+                              op.reassociate)
+        for v in anchor.outputs + bias:
             self._alloc(v)
-        return name, anchor.inputs + anchor.outputs + [bias] + _runtime_attrs(anchor)
+        inputs = anchor.inputs[:1] + prologue.inputs + anchor.inputs[2:] if prologue else anchor.inputs
+        return name, inputs + anchor.outputs + bias + _runtime_attrs(anchor)
 
 
 def _signature(types_: list[str]) -> str:
