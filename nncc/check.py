@@ -2,7 +2,11 @@
 name the first IR node (and the kernel holding it) whose output differs beyond tolerance.
 
 Fusion decisions do not depend on which values are graph outputs, so the program compiled here, which
-returns every intermediate value, has the same kernels as the one being checked.
+returns every intermediate value, has the same kernels as the one being checked, but for one kind: a
+per-sample prologue (fusion.py) needs its value unseen outside its kernel, so here its producer is a kernel of
+its own and the consumer reads the value from memory. When every node agrees here, the checked program's
+own results are compared too, so a fault there (in a prologue's per-sample code) is still named, with the
+node computing the result and its kernel in the checked program's plan.
 """
 from __future__ import annotations
 
@@ -69,12 +73,20 @@ def find_divergence(compiled: CompiledModule, x: np.ndarray, target: Optional[np
             if a.shape == b.shape and np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True):
                 continue
             return _report(debug, node, lines[1 + n_i].strip(), a, b)
+    own = program({k: np.array(v) for k, v in feeds.items()})
+    producers = {out: n_i for n_i, node in enumerate(program.graph.nodes) for out in node.outputs}
+    for have, out, twin in zip(own, program.graph.outputs, debug.graph.outputs):  # the same results, in order
+        a, b = np.asarray(have, np.float64), np.asarray(expected.get(twin, have), np.float64)
+        if out in producers and (a.shape != b.shape or not np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)):
+            n_i = producers[out]
+            text = str(program.graph).splitlines()[1 + n_i].strip()
+            return _report(program, program.graph.nodes[n_i], text, a, b)
     return None
 
 
-def _report(debug: Program, node: Node, text: str, got: np.ndarray, expected: np.ndarray) -> Divergence:
-    k_index = next(i for i, k in enumerate(debug.kernels) if node in k.nodes)
-    plan = debug.dumps["fused"].split("kernel #")
+def _report(program: Program, node: Node, text: str, got: np.ndarray, expected: np.ndarray) -> Divergence:
+    k_index = next(i for i, k in enumerate(program.kernels) if node in k.nodes)
+    plan = program.dumps["fused"].split("kernel #")
     kernel_text = "kernel #" + plan[k_index + 1].rstrip() if k_index + 1 < len(plan) else ""
     if got.shape != expected.shape:
         return Divergence(node, text, k_index, kernel_text, float("inf"), float("inf"))

@@ -43,3 +43,28 @@ def test_a_broken_lowering_is_named(step, monkeypatch):
     assert "tanh_backward" in found.node_text and "grad of Net" in found.node_text
     assert "tanh_backward" in found.kernel_text
     assert found.max_abs_error > 1e-3
+
+
+class PoolNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 3 * 3, 3)
+
+    def forward(self, x):
+        return self.fc(F.flatten(F.max_pool2d(F.relu(self.conv(x)), 2), 1))
+
+
+def test_a_broken_prologue_is_named_through_the_programs_own_results(monkeypatch):
+    """The per-sample prologue (the max-pool gradient inside the conv weight gradient's kernel) is not a kernel of
+    the node-by-node program, so its fault shows in the checked program's results."""
+    op = get_op("max_pool2d_backward")
+    make = op.sample_prologue
+    monkeypatch.setattr(op, "sample_prologue", lambda node, name: make(node, name).replace("grad = ", "grad = 2 * "))
+    nncc.manual_seed(0)
+    step = nncc.compile(PoolNet(), input_shape=(None, 1, 8, 8), loss=nn.CrossEntropyLoss())
+    assert "per-sample prologue" in step.ir("fused", kind="grad")
+    x = np.random.default_rng(0).random((3, 1, 8, 8), np.float32)
+    found = find_divergence(step, x, np.array([0, 2, 1], np.int64), kind="grad")
+    assert found is not None and "conv2d_backward_weight" in found.node_text
+    assert "per-sample prologue" in found.kernel_text
