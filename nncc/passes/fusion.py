@@ -123,11 +123,12 @@ def _prologue_kernel(node, graph: Graph, home, position, produced_at, readers):
     if maker is None or maker(source, "PROLOGUE") is None or len(source.outputs) != 1 or \
             not any(v.type.shape == gy.type.shape for v in source.inputs):  # the anchor's loops take that shape
         return None
-    if any(r is not node and not _is_bias_sum(r) for r in readers.get(gy, [])):
+    others = [r for r in readers.get(gy, []) if r is not node]
+    if len(others) > 1 or any(not _is_bias_sum(r) for r in others):  # one bias sum at most: it joins the kernel
         return None
     if any(produced_at.get(v, -1) >= position[producer] for v in node.inputs if v is not gy):
         return None
-    producer.prologue, producer.kind = source, "kernel"
+    producer.prologue = source
     return producer
 
 

@@ -234,3 +234,14 @@ def test_a_conv_weight_gradient_computes_a_max_pool_gradient_only_it_reads_per_s
     assert prologue.outputs[0] not in fused.memory.placements  # the pool's gradient gets no buffer
     for have, want in zip(fused(feeds), Program(parse_graph(POOL_GRADS), fuse=False)(feeds)):
         np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_second_reader_of_the_pool_gradient_keeps_it_in_memory():
+    """Only one bias sum joins a weight gradient: with two, the second reads the pool's gradient from memory,
+    so there is no prologue."""
+    lines = POOL_GRADS.splitlines()
+    twice = "\n".join(lines[:5] + ["  %8 = sum(%0) {axes=[0, 2, 3], keepdims=false} : f32[16]"] + lines[5:])
+    twice = twice.replace("return %1, %2, %4, %5, %7", "return %1, %2, %4, %5, %7, %8").replace(
+        "f32[16,2,3,3]) {", "f32[16,2,3,3], f32[16]) {")
+    graph = parse_graph(twice)
+    assert all(k.prologue is None for k in plan_kernels(graph))
