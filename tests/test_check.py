@@ -68,3 +68,18 @@ def test_a_broken_prologue_is_named_through_the_programs_own_results(monkeypatch
     found = find_divergence(step, x, np.array([0, 2, 1], np.int64), kind="grad")
     assert found is not None and "conv2d_backward_weight" in found.node_text
     assert "per-sample prologue" in found.kernel_text
+
+
+class ViewNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.fc(x.reshape(x.shape[0], -1))  # PyTorch's x.view(x.size(0), -1)
+
+
+def test_a_model_flattening_to_its_batch_size_and_minus_one_checks():
+    nncc.manual_seed(0)
+    fwd = nncc.compile(ViewNet(), input_shape=(None, 3, 4))
+    assert find_divergence(fwd, np.random.default_rng(0).random((2, 3, 4), np.float32)) is None

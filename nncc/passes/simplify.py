@@ -35,12 +35,15 @@ def fold_constants(graph: Graph) -> Graph:
 
 
 def simplify_algebra(graph: Graph) -> Graph:
-    """Remove no-op reshapes and transposes, merge reshape chains, and fold a ReLU mask on a max-pool's input
-    into the max-pool's backward (``_fold_relu_mask``)."""
+    """Remove no-op reshapes and transposes, merge reshape chains, spell out a reshape's -1 (the reference
+    cannot infer it beside a symbolic size: ``x.reshape(x.shape[0], -1)`` traces to ["N", -1]), and fold a ReLU
+    mask on a max-pool's input into the max-pool's backward (``_fold_relu_mask``)."""
     users = graph.users()
     for node in graph.nodes:
         out = node.outputs[0] if node.outputs else None
         if node.op == "reshape":
+            if -1 in node.attrs["shape"]:
+                node.attrs = {**node.attrs, "shape": list(out.type.shape)}
             src = node.inputs[0]
             if src.producer is not None and src.producer.op == "reshape":
                 node.inputs = [src.producer.inputs[0]]

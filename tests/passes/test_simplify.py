@@ -134,6 +134,16 @@ CASES = {
   return %6, %4
 }
 """),
+    # a -1 beside a symbolic size becomes the size shape inference found
+    "simplify_algebra_spells_out_minus_one": (simplify_algebra, """graph g(%x: f32[N,2,3]) -> (f32[N,6]) {
+  %0 = reshape(%x) {shape=["N", -1]} : f32[N,6]
+  return %0
+}
+""", """graph g(%x: f32[N,2,3]) -> (f32[N,6]) {
+  %0 = reshape(%x) {shape=["N", 6]} : f32[N,6]
+  return %0
+}
+"""),
     "simplify_algebra_keeps_shared_and_real_reshapes": (
         simplify_algebra, """graph g(%x: f32[N,2,3]) -> (f32[N,6], f32[N,3,2], f32[N,3,2]) {
   %0 = reshape(%x) {shape=["N", 3, 2]} : f32[N,3,2]
