@@ -12,6 +12,8 @@ vectorises the copies. BENCHMARKS.md has the measurements behind each choice.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..errors import ShapeError
@@ -19,8 +21,6 @@ from ..ir.types import TensorType, dtype_of, is_float
 from ..codegen.cpu.fma_tile import vector_registers
 from .cpu_chunks import chunked_kernel
 from .cuda_lowering import Operand, cuda_kernel, tiled_gemm, unravel
-from typing import NamedTuple
-
 from .registry import OpDef, expect_rank, get_op, register
 
 
@@ -513,13 +513,11 @@ def _blas_weight_grad_src(node, name, bias_grad: bool, gy: _GySource):
     transposed into its row at the end. The choice is made at run time from w's shape, so convolutions on
     either side of it share one compiled kernel."""
     groups = _geometry(node.attrs)[3]
+    before, inside, after = _bias_sum(bias_grad, "gy_k", "acc_b[k]")
     bias = f"""
 for k in range(k0, k0 + Kg):
-    gy_k = g3[{gy.sample}, k]
-    total = x.dtype.type(0)
-    for j in range(P * Q):
-        total += gy_k[j]
-    acc_b[k] += total""" if bias_grad else ""
+    gy_k = g3[{gy.sample}, k]{before}
+    for j in range(P * Q):{inside}{after}""" if bias_grad else ""
     setup = "\n".join(["acc = partial[t, :out.size].reshape((K, Cg * R * S))"] +
                       (["acc_b = partial[t, out.size:]"] if bias_grad else []) +
                       [f"transposed = Cg * R * S >= {TRANSPOSED_WEIGHT_GRAD}",

@@ -166,14 +166,12 @@ def _max_bwd_cpu(node, name, epilogue: str = ""):
         tail = f"\n    {name}_epilogue(0, gx.shape[0], {epilogue})" if epilogue else ""
         return _max_bwd_checked_cpu(node, name, params) + tail
     sample_done = f"\n        {name}_epilogue(n, n + 1, {epilogue})" if epilogue else ""
-    per_plane = "            g = gy_or_out[n, c]\n            d = gx[n, c]"
-    window_grad = f"                    grad = {_masked('g[p, q]', node.attrs)}\n"
     if _tiling(node.attrs):
         body = _tiling_windows_bwd(node, "gx[n, c]")
     else:  # windows may overlap: their gradients add up
         body = _inside_windows(
-            kernel, stride, dil, per_plane,
-            f"{window_grad}                    d[p * {stride[0]} + (tap // {kernel[1]}) * {dil[0]}, "
+            kernel, stride, dil, _plane_grad("gx[n, c]"),
+            f"{_window_grad(node.attrs)}                    d[p * {stride[0]} + (tap // {kernel[1]}) * {dil[0]}, "
             f"q * {stride[1]} + (tap % {kernel[1]}) * {dil[1]}] += grad",
             ("    zero = gx.dtype.type(0)\n" if node.attrs.get("relu_mask") else "") + "    gx[lo:hi] = 0\n")
     return _sample_chunks(name, params, "gx", body + sample_done)
@@ -189,10 +187,18 @@ def _tiling_windows_bwd(node, plane: str) -> str:
     """The loops of a max-pool backward over windows that tile the input (_tile_stores), writing the gradient
     of plane (n, c) of the chunk's samples [lo, hi) into ``plane``."""
     kernel, stride, _, dil, _ = _params(node.attrs)
-    per_plane = f"            g = gy_or_out[n, c]\n            d = {plane}"
-    return _inside_windows(kernel, stride, dil, per_plane + _untiled_zeroed(kernel),
-                           f"                    grad = {_masked('g[p, q]', node.attrs)}\n" + _tile_stores(kernel),
-                           "    zero = gx.dtype.type(0)\n")
+    return _inside_windows(kernel, stride, dil, _plane_grad(plane) + _untiled_zeroed(kernel),
+                           _window_grad(node.attrs) + _tile_stores(kernel), "    zero = gx.dtype.type(0)\n")
+
+
+def _plane_grad(plane: str) -> str:
+    """Per plane (n, c): its gy ``g`` and the gradient plane ``d`` it writes (``plane``)."""
+    return f"            g = gy_or_out[n, c]\n            d = {plane}"
+
+
+def _window_grad(attrs) -> str:
+    """Per window: the gradient ``grad`` its first maximum receives."""
+    return f"                    grad = {_masked('g[p, q]', attrs)}\n"
 
 
 def _max_bwd_sample(node, name: str):
