@@ -535,8 +535,8 @@ if transposed:  # loops, not gy_t[...] = g3[...].T: numba compiles a transposed 
             gy_t[j, k] = row_k[j]
     _gemm(cols, gy_t, acc_t[:, k0:k0 + Kg], 1.0)
 else:
-    _gemm(g3[{gy.sample}, k0:k0 + Kg], cols.T, acc[k0:k0 + Kg], 1.0){bias}""", reduced=("out", "gb") if bias_grad else ("out",),
-        finish="""if transposed:
+    _gemm(g3[{gy.sample}, k0:k0 + Kg], cols.T, acc[k0:k0 + Kg], 1.0){bias}""",
+        reduced=("out", "gb") if bias_grad else ("out",), finish="""if transposed:
     for k in range(K):
         row_k = acc[k]
         for j in range(Cg * R * S):

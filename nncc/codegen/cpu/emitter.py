@@ -232,7 +232,7 @@ class CpuEmitter:
         elif kernel.epilogue:
             name, values = self._anchor_with_epilogue(kernel)
         elif kernel.bias_sum is not None or kernel.prologue is not None:
-            name, values = self._anchor_with_bias_grad(kernel)
+            name, values = self._anchor_with_bias_grad_or_prologue(kernel)
         else:
             op = get_op(node.op)
             name = self._function(op.lower["cpu"](node, "KERNEL"), op.reassociate)
@@ -282,7 +282,7 @@ class CpuEmitter:
             self._alloc(v)
         return name, anchor.inputs + anchor.outputs + _runtime_attrs(anchor) + epi.inputs + epi.outputs
 
-    def _anchor_with_bias_grad(self, kernel: Kernel) -> tuple[str, list]:
+    def _anchor_with_bias_grad_or_prologue(self, kernel: Kernel) -> tuple[str, list]:
         """A ``bias_grad`` anchor (a conv weight gradient) that also writes the bias gradient, the sum the
         fusion pass gave it, into a parameter after its own outputs; with a prologue, the anchor takes the
         producer's inputs in place of its input #1, which it computes per sample."""
