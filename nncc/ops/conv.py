@@ -3,12 +3,14 @@
 CPU lowering: all three ops work one sample at a time, per group, in register tiles (codegen/cpu/fma_tile.py)
 where they fit. With unit strides the forward op and the input gradient are correlations on "wide" rows
 (_wide, _tiled_src); a weight gradient whose kernel rows fit a tile, any stride, multiplies gy transposed by
-broadcasts from the padded input planes (_tiled_weight_grad_src). Otherwise one BLAS product per group with
-the [C/g*R*S, P*Q] im2col matrix of that sample (at most a few hundred KB for small CNNs) kept in cache: the
-forward product writes straight into the output and adds the bias in place, the weight gradient adds
-gy[n] @ im2col(x[n]).T into a per-chunk partial sum, and the input gradient scatters w.T @ gy[n] back through
-col2im. im2col and col2im go through a zero-padded copy of each channel, so no index can be negative and LLVM
-vectorises the copies. BENCHMARKS.md has the measurements behind each choice.
+broadcasts from the padded input planes (_tiled_weight_grad_src), and one with fewer output channels than a
+vector has lanes and unit strides takes dot products of gy's wide rows with the input planes at each tap
+(_dot_weight_grad_src). Otherwise one BLAS product per group with the [C/g*R*S, P*Q] im2col matrix of that
+sample (at most a few hundred KB for small CNNs) kept in cache: the forward product writes straight into the
+output and adds the bias in place, the weight gradient adds gy[n] @ im2col(x[n]).T into a per-chunk partial
+sum, and the input gradient scatters w.T @ gy[n] back through col2im. im2col and col2im go through a
+zero-padded copy of each channel, so no index can be negative and LLVM vectorises the copies. BENCHMARKS.md
+has the measurements behind each choice.
 """
 from __future__ import annotations
 
@@ -380,13 +382,17 @@ TRANSPOSED_WEIGHT_GRAD = 128
 
 def _backward_weight_cpu(node, name, bias_grad: bool = False, prologue=None):
     """The weight gradient (and, with ``bias_grad``, the bias gradient the fusion pass gave the kernel,
-    fusion.py): in register tiles when a row of taps fits one (_weight_tile_shape), else by im2col and BLAS.
+    fusion.py): in register tiles with lanes over output channels where a group's channels fill a vector
+    (_weight_tile_shape), else in tiles of dot products along the positions for unit strides
+    (_dot_tile_shape), else by im2col and BLAS.
     With ``prologue`` (the producer of gy, fusion.py), each sample of gy is computed into a scratch first."""
     gy = _gy_source(prologue, name)
-    shape = _weight_tile_shape(node)
-    if shape is None:
-        return gy.helper + _blas_weight_grad_src(node, name, bias_grad, gy)
-    return gy.helper + _tiled_weight_grad_src(node, name, bias_grad, gy, *shape)
+    shape, dot_shape = _weight_tile_shape(node), _dot_tile_shape(node)
+    if shape is not None:
+        return gy.helper + _tiled_weight_grad_src(node, name, bias_grad, gy, *shape)
+    if dot_shape is not None:
+        return gy.helper + _dot_weight_grad_src(node, name, bias_grad, gy, *dot_shape)
+    return gy.helper + _blas_weight_grad_src(node, name, bias_grad, gy)
 
 
 class _GySource(NamedTuple):
@@ -423,11 +429,11 @@ def _bias_sum(bias_grad: bool, row: str, to: str) -> tuple[str, str, str]:
 def _weight_tile_shape(node) -> tuple[int, int, int] | None:
     """(tap rows r per tile, vectors of output channels, vector bytes) of the weight gradient's register tile
     (_tiled_weight_grad_src) on this machine: a group's output channels in as many vectors as fit, and as many
-    rows of S taps as fit the registers left, spread evenly over R. None (im2col and BLAS) where a group has
-    fewer output channels than a vector has lanes, where a row of taps does not fit, or where the taps along
-    a row are not adjacent (dilation along the width). With few channels most lanes idle: LeNet's conv1 (6
-    channels) took 1.4x BLAS's time in tiles of 8 lanes, 2.1x in 16, where conv2 (16) took 0.51-0.53x
-    (the kernel alone, in-process A/B at batch 64 and 256; BENCHMARKS.md)."""
+    rows of S taps as fit the registers left, spread evenly over R. None (dot tiles, or im2col and BLAS) where
+    a group has fewer output channels than a vector has lanes, where a row of taps does not fit, or where the
+    taps along a row are not adjacent (dilation along the width). With few channels most lanes idle: LeNet's
+    conv1 (6 channels) took 1.4x BLAS's time in tiles of 8 lanes, 2.1x in 16, where conv2 (16) took
+    0.51-0.53x (the kernel alone, in-process A/B at batch 64 and 256; BENCHMARKS.md)."""
     width, registers = vector_registers()
     _, _, (_, dw), groups = _geometry(node.attrs)
     k, _, r, s = node.inputs[-1].type.shape
@@ -497,6 +503,80 @@ for j in range(gw_n.size):
     return _chunked(groups, name, f"x, {gy.params}, w, out" + (", gb" if bias_grad else "") + ", ph, pw", gy.shaped,
                     setup, scratch, gy.per_group, per_sample, reduced=("out", "gb") if bias_grad else ("out",),
                     finish=finish)
+
+
+def _dot_tile_shape(node) -> tuple[int, int, int] | None:
+    """(output channels, taps, vector bytes) of the weight gradient's tile of dot products
+    (_dot_weight_grad_src) on this machine, None for a strided conv. Each step of the tile loads a vector of
+    gy per channel (aligned) and of the input per tap (unaligned: about two loads' worth) for channels * taps
+    multiply-adds; the shape is the one with the fewest steps' worth of those, over all tiles, whose
+    accumulators and gy vectors fit the registers (LeNet's conv1, 6 channels by 25 taps: 6 x 3 with AVX-512,
+    3 x 3 with AVX2)."""
+    if _geometry(node.attrs)[0] != [1, 1]:
+        return None
+    width, registers = vector_registers()
+    k, cg, r, s = node.inputs[-1].type.shape
+    kg, taps = k // _geometry(node.attrs)[3], cg * r * s
+
+    def cost(shape):
+        rows, cols = shape
+        return -(-kg // rows) * -(-taps // cols) * max(rows * cols, rows + 2 * cols)
+
+    fits = [(rows, cols) for rows in range(1, kg + 1) for cols in range(1, taps + 1)
+            if rows * cols + rows + 1 <= registers - 2]
+    return *min(fits, key=cost), width
+
+
+def _dot_weight_grad_src(node, name, bias_grad: bool, gy: _GySource, rows: int, cols: int, width: int):
+    """Per sample: gw[k, t] += the dot product, along wide positions j (see _wide), of gyw[k, j], gy on wide
+    rows (zeros in the columns q >= Q), and xpf[t's offset + j], the zero-padded input planes flattened, t a
+    tap (c, r, s) at offset c * plane + r * dh * Wp + s * dw: _dot_tile computes ``rows`` channels by ``cols``
+    taps at a time, both operands contiguous along j. This suits few output channels, where the lanes of
+    _tiled_weight_grad_src's vectors would idle: LeNet's conv1 (6 channels, 25 taps). Each sample's dot
+    products are added into the chunk's row of partial sums, one add per weight."""
+    (_, _, (dh, dw), groups), (k, cg, r, s) = _geometry(node.attrs), node.inputs[-1].type.shape
+    kt, tt = -(-(k // groups) // rows) * rows, -(-(cg * r * s) // cols) * cols  # whole tiles of rows and taps
+    before, inside, after = _bias_sum(bias_grad, "row_k", "acc_b[k0 + k]")
+    setup = "\n".join([
+        "acc = partial[t, :out.size].reshape((K, Cg * R * S))"] +
+        (["acc_b = partial[t, out.size:]"] if bias_grad else []) + [
+        f"V = {width} // x.itemsize  # lanes of a tile's vectors",
+        "H, W = x.shape[2], x.shape[3]",
+        "Wp = W + 2 * pw  # the zero-padded planes",
+        "plane = (H + 2 * ph) * Wp",
+        "L = (P * Wp + V - 1) // V * V  # wide positions, whole vectors",
+        f"gy_at = np.arange({kt}) * L  # of each channel's row in gyw",
+        f"x_at = np.zeros({tt}, np.int64)  # of each tap's run in xpf (tile padding: the first tap's)",
+        "for c in range(Cg):",
+        "    for r in range(R):",
+        "        for s in range(S):",
+        f"            x_at[(c * R + r) * S + s] = c * plane + r * {dh} * Wp + s * {dw}"])
+    scratch = [("xpf", f"(Cg * plane + (R - 1) * {dh} * Wp + (S - 1) * {dw} + L,)", "np.zeros"),
+               ("gyw", f"({kt} * L,)", "np.zeros"), ("gw_n", "(Kg, Cg * R * S)", "np.empty")] + gy.scratch
+    bias = f"\n    for j in range(P * Q):{inside}{after}" if bias_grad else ""
+    per_sample = gy.per_sample + f"""for c in range(Cg):  # the group's input planes into xpf's zero-padded ones
+    plane_in = x[n, g * Cg + c]
+    for h in range(H):
+        at = c * plane + (h + ph) * Wp + pw
+        row_in, row_xp = plane_in[h], xpf[at:at + W]
+        for w_ in range(W):
+            row_xp[w_] = row_in[w_]
+for k in range(Kg):  # the group's gy rows onto wide rows{before}
+    row_k = g3[{gy.sample}, k0 + k]{bias}
+    for p in range(P):
+        row_in, row_w = row_k[p * Q:(p + 1) * Q], gyw[k * L + p * Wp:k * L + p * Wp + Q]
+        for q in range(Q):
+            row_w[q] = row_in[q]
+for k_ in range(0, Kg, {rows}):
+    for t_ in range(0, Cg * R * S, {cols}):
+        _dot_tile(gyw, gy_at[k_:k_ + {rows}], xpf, x_at[t_:t_ + {cols}], gw_n[k_:k_ + {rows}, t_:t_ + {cols}], L,
+                  {rows}, {cols}, {width})
+for k in range(Kg):
+    row_acc, row_n = acc[k0 + k], gw_n[k]
+    for j in range(Cg * R * S):
+        row_acc[j] += row_n[j]"""
+    return _chunked(groups, name, f"x, {gy.params}, w, out" + (", gb" if bias_grad else "") + ", ph, pw", gy.shaped,
+                    setup, scratch, gy.per_group, per_sample, reduced=("out", "gb") if bias_grad else ("out",))
 
 
 def _blas_weight_grad_src(node, name, bias_grad: bool, gy: _GySource):

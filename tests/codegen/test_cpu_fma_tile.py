@@ -1,6 +1,6 @@
-"""_fma_tile, the register-tiled multiply-add of convolutions and their gradients (nncc/codegen/cpu/fma_tile.py),
-against numpy: both dtypes, both vector widths, a partial tile of rows, several vectors per row, grouped
-broadcast offsets, accumulation into out."""
+"""_fma_tile and _dot_tile, the register-tiled multiply-adds of convolutions and their gradients
+(nncc/codegen/cpu/fma_tile.py), against numpy: both dtypes, both vector widths, partial tiles, several vectors
+per row, grouped broadcast offsets, a strided out."""
 import numpy as np
 import pytest
 from numba import errors
@@ -24,6 +24,21 @@ def tile_3x2_64(vec, vec_at, bcast, bcast_at, out, j0):
 @njit
 def grouped(vec, vec_at, bcast, bcast_at, out, j0, group_step):  # rows in groups of 3
     _fma_tile(vec, vec_at, bcast, bcast_at, out, j0, group_step, 6, 1, 3, 32)
+
+
+@njit
+def dot_2x3_32(a, a_at, b, b_at, out, length):
+    _dot_tile(a, a_at, b, b_at, out, length, 2, 3, 32)
+
+
+@njit
+def dot_2x3_64(a, a_at, b, b_at, out, length):
+    _dot_tile(a, a_at, b, b_at, out, length, 2, 3, 64)
+
+
+@njit
+def dot_rows_given(a, a_at, b, b_at, out, length, rows):
+    _dot_tile(a, a_at, b, b_at, out, length, rows, 1, 64)
 
 
 @njit
@@ -75,6 +90,31 @@ def test_the_tile_size_must_be_a_constant(tiles):
     x, wt, out = np.zeros(64, np.float32), np.zeros(4, np.float32), np.zeros((4, 16), np.float32)
     with pytest.raises(errors.TypingError, match="literal tile size"):
         tiles.tile_rows_given(x, np.zeros(1, np.int64), wt, np.zeros(1, np.int64), out, 0, 4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [32, 64])
+@pytest.mark.parametrize("shape", [(2, 3), (1, 2)])
+def test_a_dot_tile_sums_products_along_j(tiles, dtype, width, shape):
+    """The weight gradient's form for few channels: rows of a (gy's) by shifted runs of b (the input's taps),
+    summed along j; a tile of 2 x 3 into a whole or a partial, strided view of out."""
+    rng = np.random.default_rng(2)
+    lanes = width // np.dtype(dtype).itemsize
+    length = 3 * lanes
+    a, b = rng.standard_normal(4 * length).astype(dtype), rng.standard_normal(5 * length).astype(dtype)
+    a_at, b_at = np.array([length, 0], np.int64), np.array([7, 0, 2 * length + 3], np.int64)
+    grid = np.full((4, 8), -1.0, dtype)
+    out = grid[1:1 + shape[0], 2:2 + 2 * shape[1]:2]  # rows and columns both strided
+    getattr(tiles, f"dot_2x3_{width}")(a, a_at, b, b_at, out, length)
+    want = np.array([[a[i:i + length] @ b[c:c + length] for c in b_at[:shape[1]]] for i in a_at[:shape[0]]])
+    np.testing.assert_allclose(out, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    assert (grid == -1).sum() == grid.size - out.size  # nothing outside the tile
+
+
+def test_the_dot_tile_size_must_be_a_constant(tiles):
+    a, out = np.zeros(32, np.float32), np.zeros((2, 1), np.float32)
+    with pytest.raises(errors.TypingError, match="literal tile size"):
+        tiles.dot_rows_given(a, np.zeros(2, np.int64), a, np.zeros(1, np.int64), out, 16, 2)
 
 
 def test_this_machine_has_vector_registers():

@@ -85,8 +85,8 @@ CASES = [
      {"stride": [1, 1], "padding": [1, 0], "dilation": [1, 2], "groups": 2}),
     ("conv2d_backward_input", [((1, 2, 8, 5), "f", "any"), ((2, 2, 3, 3), "f", "any"), ((1, 2, 4, 5), "f", "any")],
      {"stride": [1, 1], "padding": [3, 1], "dilation": [1, 1], "groups": 1}),
-    # ... with unit stride (im2col copies whole vectors), and with enough taps per output channel (16 * 3 * 3) to
-    # be computed transposed
+    # ... with unit stride (tiles of dot products), and with enough taps per output channel (16 * 3 * 3) to
+    # be computed transposed by BLAS
     ("conv2d_backward_weight", [((2, 2, 5, 5), "f", "any"), ((2, 3, 5, 5), "f", "any"), ((3, 2, 3, 3), "f", "any")],
      CONV),
     ("conv2d_backward_weight", [((2, 32, 7, 7), "f", "any"), ((2, 4, 3, 3), "f", "any"),
@@ -97,6 +97,12 @@ CASES = [
      {"stride": [2, 2], "padding": [1, 2], "dilation": [2, 1], "groups": 2}),
     ("conv2d_backward_weight", [((1, 2, 9, 9), "d", "any"), ((1, 8, 5, 7), "d", "any"), ((8, 2, 7, 5), "d", "any")],
      {"stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 1}),
+    # ... in tiles of dot products along the positions (unit strides, fewer output channels than lanes): 2
+    # groups of 3, dilated, uneven padding; float64, LeNet's first conv (6 channels, 25 taps) on a small image
+    ("conv2d_backward_weight", [((2, 4, 7, 6), "f", "any"), ((2, 6, 7, 6), "f", "any"), ((6, 2, 3, 2), "f", "any")],
+     {"stride": [1, 1], "padding": [2, 1], "dilation": [2, 2], "groups": 2}),
+    ("conv2d_backward_weight", [((2, 1, 8, 8), "d", "any"), ((2, 6, 8, 8), "d", "any"), ((6, 1, 5, 5), "d", "any")],
+     {"stride": [1, 1], "padding": [2, 2], "dilation": [1, 1], "groups": 1}),
     # pooling: plain, dilated, ceil_mode with padding (with and without the padding in the average's divisor)
     ("max_pool2d", [((2, 2, 4, 4), "f", "any")], POOL), ("max_pool2d", [((1, 2, 5, 5), "f", "any")], POOL_DILATED),
     ("max_pool2d", [((1, 2, 6, 6), "f", "any")], POOL_CEIL),

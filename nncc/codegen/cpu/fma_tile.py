@@ -1,4 +1,4 @@
-"""A register-tiled multiply-add that generated CPU kernels call for the products LLVM would not tile alone.
+"""Register-tiled multiply-adds that generated CPU kernels call for the products LLVM would not tile alone.
 
 ``_fma_tile(vec, vec_at, bcast, bcast_at, out, j0, group_step, rows, cols, group, width)``
 computes, for i < out.shape[0] (at most ``rows``) and V the lanes of a ``width``-byte vector,
@@ -21,6 +21,13 @@ convolution products take this form (ops/conv.py):
   broadcasts the padded input planes at the position's first tap plus each tap's offset: ``group`` taps of
   a kernel row are adjacent, kernel rows ``group_step`` apart. Rows are taps, lanes output channels.
 
+``_dot_tile(a, a_at, b, b_at, out, length, rows, cols, width)`` is the other orientation, for products whose
+output is small and whose sum is long: out[i, c] = the dot product of a[a_at[i]:][:length] and
+b[b_at[c]:][:length], rows * cols vector accumulators over the vectors of the sum, each summed across its lanes
+at the end. A weight gradient with few output channels takes this form: i a channel (a its gy on wide rows), c
+a tap (b the padded input planes at the tap's offset), the sum over output positions (LeNet's conv1: 6
+channels, 25 taps, 896 wide positions).
+
 Written in LLVM IR because numba's loops cannot say it: an accumulator array in a numba kernel lives in memory
 (the heap), and one kept in ``out`` is loaded and stored on every step, since LLVM cannot prove that ``out``
 does not alias ``vec``; a numba multiply-add loop over a row of ``out`` ran LeNet's conv2 2x slower than im2col
@@ -28,8 +35,9 @@ and BLAS, this tile 1.5-1.9x faster (one thread, a sample at a time; BENCHMARKS.
 bounds: vec holds every vec_at[t] + j0 + cols * V, bcast every broadcast index of the tile's rows (all
 ``rows``, those past out's included), out's rows j0 + cols * V entries.
 
-``vector_registers()`` says what the compiling machine has; ``FMA_TILE`` is the text pasted into every generated
-CPU module, after native_calls.py's ``NATIVE_CALLS_IMPORTS`` and blas.py's ``BLAS_IMPORTS`` (it uses their names).
+``vector_registers()`` says what the compiling machine has; ``FMA_TILE`` (both intrinsics) is the text pasted
+into every generated CPU module, after native_calls.py's ``NATIVE_CALLS_IMPORTS`` and blas.py's ``BLAS_IMPORTS``
+(it uses their names).
 """
 from functools import cache
 
@@ -99,6 +107,65 @@ def _fma_tile(typingctx, vec, vec_at, bcast, bcast_at, out, j0, group_step, rows
         return context.get_dummy_value()
 
     return types.none(*arrays, j0, group_step, *sizes), codegen
+
+
+@intrinsic
+def _dot_tile(typingctx, a, a_at, b, b_at, out, length, rows, cols, width):
+    """out[i, c] = sum over j < ``length`` of a[a_at[i] + j] * b[b_at[c] + j] for i < out.shape[0] <= rows,
+    c < out.shape[1] <= cols: rows * cols vector accumulators in registers over the vectors of j, each then
+    summed across its lanes. ``length`` is a multiple of the lanes; every a_at[i < rows] and b_at[c < cols]
+    is read. No bounds checks."""
+    sizes = (rows, cols, width)
+    if not all(isinstance(n, types.IntegerLiteral) for n in sizes):
+        raise errors.TypingError(f"_dot_tile takes a literal tile size and vector width, got {sizes}")
+    arrays = (a, a_at, b, b_at, out)
+    if not all(isinstance(x, types.Array) for x in arrays) or [x.ndim for x in arrays] != [1, 1, 1, 1, 2] or \
+            any(x.layout != "C" for x in arrays[:4]) or a.dtype != b.dtype or a.dtype != out.dtype or \
+            a.dtype not in (types.float32, types.float64) or a_at.dtype != types.int64 or b_at.dtype != types.int64:
+        raise errors.TypingError("_dot_tile takes C-contiguous a[:], int64 a_at[:], b[:], int64 b_at[:] and any "
+                                 f"out[:, :], a, b and out of one float dtype, got {arrays}")
+    n_rows, n_cols, width_bytes = (n.literal_value for n in sizes)
+
+    def codegen(context, builder, sig, args):
+        avs, aat, bvs, bat, outs = (context.make_array(t)(context, builder, x) for t, x in zip(arrays, args[:5]))
+        real = context.get_data_type(a.dtype)
+        size = context.get_abi_sizeof(real)
+        vector = _ir.VectorType(real, width_bytes // size)
+        fma, index = _vector_fma(builder.module, vector), _ir.IntType(64)
+        firsts = [[builder.gep(data, [builder.load(builder.gep(at, [index(i)]))]) for i in range(count)]
+                  for data, at, count in ((avs.data, aat.data, n_rows), (bvs.data, bat.data, n_cols))]
+        acc = [[cgutils.alloca_once_value(builder, _ir.Constant(vector, None)) for _ in range(n_cols)]
+               for _ in range(n_rows)]
+        steps = builder.udiv(args[5], index(vector.count))
+        with cgutils.for_range(builder, steps) as loop:
+            j = builder.mul(loop.index, index(vector.count))
+            va, vb = ([builder.load(builder.bitcast(builder.gep(first, [j]), vector.as_pointer()), align=size)
+                       for first in row] for row in firsts)
+            for i in range(n_rows):
+                for c in range(n_cols):
+                    builder.store(builder.call(fma, [va[i], vb[c], builder.load(acc[i][c])]), acc[i][c])
+        out_rows, out_cols = cgutils.unpack_tuple(builder, outs.shape, 2)
+        row_stride, col_stride = cgutils.unpack_tuple(builder, outs.strides, 2)
+        add_lanes = _vector_sum(builder.module, vector)
+        for i in range(n_rows):
+            for c in range(n_cols):
+                inside = builder.and_(builder.icmp_signed("<", index(i), out_rows),
+                                      builder.icmp_signed("<", index(c), out_cols))
+                with builder.if_then(inside):
+                    total = builder.call(add_lanes, [_ir.Constant(real, -0.0), builder.load(acc[i][c])],
+                                         fastmath=("reassoc",))  # a tree of adds, not lane after lane
+                    at = builder.add(builder.mul(index(i), row_stride), builder.mul(index(c), col_stride))
+                    builder.store(total, _row(builder, outs.data, at, real))
+        return context.get_dummy_value()
+
+    return types.none(*arrays, length, *sizes), codegen
+
+
+def _vector_sum(module, vector):
+    """llvm.vector.reduce.fadd on ``vector``: a start value plus the sum of the lanes."""
+    name = f"llvm.vector.reduce.fadd.v{vector.count}{'f32' if isinstance(vector.element, _ir.FloatType) else 'f64'}"
+    return module.globals.get(name) or _ir.Function(module, _ir.FunctionType(vector.element, [vector.element, vector]),
+                                                    name)
 
 
 def _vector_fma(module, vector):
