@@ -113,7 +113,7 @@ def _as_cuda(cpu_lowering, params: str):
     return lower
 
 
-register(OpDef("sgd_update", "kernel", _infer(1), _sgd_ref, inplace={0: 0, 1: 2},
+register(OpDef("sgd_update", "kernel", _infer(1), _sgd_ref, inplace={0: 0, 1: 2}, flat=True,
                lower={"cpu": _sgd_cpu, "cuda": _as_cuda(_sgd_cpu, "p, g, buf, lr, step, p_out, buf_out")}))
-register(OpDef("adam_update", "kernel", _infer(2), _adam_ref, inplace={0: 0, 1: 2, 2: 3},
+register(OpDef("adam_update", "kernel", _infer(2), _adam_ref, inplace={0: 0, 1: 2, 2: 3}, flat=True,
                lower={"cpu": _adam_cpu, "cuda": _as_cuda(_adam_cpu, "p, g, m, v, lr, step, p_out, m_out, v_out")}))

@@ -50,6 +50,10 @@ class OpDef:
     # kernel: CPU source of ``name(<its inputs>, out, n)`` writing sample n of its output into out[0], for an
     # anchor's prologue; (node, name) -> source, or None where the node's attributes have no such form
     sample_prologue: Optional[Callable[[Any, str], Optional[str]]] = None
+    # kernel: its CPU lowering reads every array parameter of rank > 0 flat (``.reshape(-1)``): the driver passes
+    # 1-D views, so parameters of any shape share one compiled kernel (an optimizer update: LeNet's ten
+    # parameters of ranks 1, 2 and 4 took three compiles)
+    flat: bool = False
     # kernel: attributes its CPU lowering takes as trailing integer parameters (after the arrays, before any
     # epilogue parameters) instead of constants in the source, so nodes differing only in them share one
     # compiled kernel (conv padding: LeNet's two convolutions and their weight gradients); node -> name: value

@@ -1,6 +1,7 @@
 """The CPU driver calls kernels through their entry addresses (nncc/codegen/cpu/native_calls.py): errors
 raised in a kernel reach the caller, a call whose types differ from its slot's is refused at compile time,
-kernels differing only in run-time attributes share one compiled function, and a cold module's kernels
+kernels differing only in run-time attributes, or updating parameters of different ranks, share one compiled
+function, and a cold module's kernels
 compile in several processes (parallel_compile.py) with the same results."""
 import json
 import os
@@ -90,6 +91,35 @@ def test_convolutions_differing_in_padding_share_one_kernel():
     assert len(calls) == 2 and ", 1, 1, addresses)" in calls[0] and ", 0, 0, addresses)" in calls[1]
     x = np.random.default_rng(0).random((2, 1, 8, 8), np.float32)
     np.testing.assert_allclose(fwd(x), model(x), rtol=1e-5, atol=1e-6)  # model(x): nncc.nn's numpy execution
+
+
+class ConvThenLinear(nn.Module):  # parameters of ranks 4, 1, 2 and 1
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.fc = nn.Linear(2 * 4 * 4, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+def test_an_optimizer_update_of_parameters_of_any_rank_is_one_compiled_kernel(optimizer):
+    """OpDef.flat: the driver passes the update 1-D views, so all four parameters share one slot."""
+    from runtime import optim
+
+    step = nncc.compile(ConvThenLinear(), input_shape=(None, 1, 6, 6), loss=nn.MSELoss(),
+                        optimizer=getattr(optim, optimizer)(lr=0.1))
+    lines = step.source("train").splitlines()
+    update = "sgd_update" if optimizer == "SGD" else "adam_update"
+    calls = [next(line for line in lines[i:] if line.startswith("    _call(")) for i, line in enumerate(lines)
+             if f" = {update}(" in line]
+    kernels = {call.split("(")[1].split(",")[0] for call in calls}
+    generated = sys.modules[step.program("train").fn.__module__]
+    assert len(calls) == 4 and len(kernels) == 1
+    assert [k.__name__ for k, _ in generated._SLOTS].count(kernels.pop()) == 1
+    x, y = np.random.default_rng(0).random((2, 1, 6, 6), np.float32), np.zeros((2, 3), np.float32)
+    assert np.isfinite(step.train_step(x, y))
 
 
 # run in fresh processes: within one, a module already imported is reused with its compiled kernels

@@ -224,6 +224,7 @@ class CpuEmitter:
             self.lines.append(f"    {self.var[out]} = "
                               f"{op.view(self.var[node.inputs[0]], self._shape_expr(out.type))}")
             return
+        flat = False
         if kernel.kind == "elementwise":
             name = self._function(elementwise_source(kernel))
             for v in kernel.outputs:
@@ -244,16 +245,22 @@ class CpuEmitter:
                 else:
                     self._alloc(out)
             values = node.inputs + node.outputs + _runtime_attrs(node)
-        self.lines.append(self._call(name, values, node.outputs[0].dtype))
+            flat = op.flat
+        self.lines.append(self._call(name, values, node.outputs[0].dtype, flat))
 
-    def _call(self, name: str, args: list, dtype: str) -> str:
+    def _call(self, name: str, args: list, dtype: str, flat: bool = False) -> str:
         """The driver line calling kernel ``name`` on ``args`` (values, and integers of ``runtime_attrs``)
-        through its slot: one per kernel and signature. A chunked kernel is called by name (it is inlined) with
-        the addresses; its chunk function gets a slot (t, T, a pointer to the kernel's arguments and a [T, size]
-        array of ``dtype``, packed), and the module's launcher one when there are threads to launch on
-        (ops/cpu_chunks.py)."""
-        types_ = [numba_type(a if isinstance(a, int) else a.type) for a in args]
-        passed = "".join(p + ", " for p in (str(a) if isinstance(a, int) else self.var[a] for a in args))
+        through its slot: one per kernel and signature; with ``flat`` (OpDef.flat) arrays are passed as 1-D
+        views. A chunked kernel is called by name (it is inlined) with the addresses; its chunk function gets a
+        slot (t, T, a pointer to the kernel's arguments and a [T, size] array of ``dtype``, packed), and the
+        module's launcher one when there are threads to launch on (ops/cpu_chunks.py)."""
+        def flattened(a) -> bool:
+            return flat and not isinstance(a, int) and a.type.rank > 1
+
+        types_ = [array_type(a.dtype, 1) if flattened(a) else numba_type(a if isinstance(a, int) else a.type)
+                  for a in args]
+        passed = "".join((str(a) if isinstance(a, int) else self.var[a] + (".reshape(-1)" if flattened(a) else ""))
+                         + ", " for a in args)
         if name in self.chunked:
             packed = f"CPointer(Tuple(({', '.join(types_ + [array_type(dtype, 2)])},)))"
             self.slots.setdefault((f"{name}_chunk", _signature(["int64", "int64", packed])), len(self.slots))
