@@ -251,8 +251,17 @@ def _col2im_src(name, attrs):
 # is column p * Wp + q of a [.., OH * Wp] result, Wp the width of the zero-padded planes read, so tap (r, s) of
 # every position reads the flattened planes at one offset, r * dh * Wp + s * dw, plus the column, and a run of
 # consecutive positions is one contiguous load per tap: register tiles (_tiled_src, codegen/cpu/fma_tile.py),
-# no im2col, no col2im. The columns q >= OW are computed and dropped: Wp / OW times the work (LeNet's conv2:
-# 14 / 10, its input gradient 18 / 14), which the tiles' speed more than pays for (BENCHMARKS.md).
+# no im2col, no col2im. The columns q >= OW are computed and dropped: Wp / OW times the work, which the tiles'
+# speed more than pays for (BENCHMARKS.md). A row's right padding need not be stored: a read past the row's
+# end lands in the next row's left padding, as zero, so Wp is the padded width less the left padding where the
+# reads past the data fit in it (_pitch; LeNet's conv2 14 / 10, its input gradient 14 / 14, conv1 30 / 28).
+def _pitch(out_width: str, reach: str, left: str, width: str) -> str:
+    """The expression of Wp, the row pitch of zero-padded planes holding ``width`` columns of data from column
+    ``left`` on, read by ``out_width`` positions each ``reach`` columns wide: at least the positions, and the
+    data up to where reads stop; the full padded width less the left padding that reads past a row's end
+    wrap into (none where ``left`` crops)."""
+    full = f"{out_width} + {reach}"
+    return f"max({out_width}, {full} - max({left}, 0), min({left} + {width}, {full}))"
 def _wide(attrs) -> bool:
     """Whether a conv and its input gradient run in register tiles on wide rows: unit strides."""
     return _geometry(attrs)[0] == [1, 1]
@@ -325,19 +334,25 @@ def _tiled_src(node, *, rows: int, out_rows: str, positions: tuple[str, str], sr
     of a conv and of its input gradient: out[o, j] for o < ``out_rows`` (``rows``, statically) and j = p * Wp + q
     a position on wide rows (see _wide), p < OH and q < OW (``positions``), is the sum over taps t = (c, r, s) of
     wt[t, o] * xpf[c * plane + r * dh * Wp + s * dw + j], xpf the group's ``channels`` planes of ``src`` (from
-    channel ``first``), placed ``top`` rows and ``left`` columns into zero planes of (OH + (R - 1) * dh) x
-    (Wp = OW + (S - 1) * dw) and flattened (a negative offset crops). _fma_tile computes ``cols`` vectors of V
-    positions by a tile of rows at a time into ``ow``, whose columns q < OW of each wide row then go to
-    ``dest`` (row o of the result, flat) plus ``bias``. ``weight``: wt[t, o] as an expression of c, r, s, o.
+    channel ``first``), placed ``top`` rows and ``left`` columns into zero planes of OH + (R - 1) * dh rows of
+    pitch Wp (_pitch), flattened (a negative offset crops). _fma_tile computes ``cols`` vectors of V
+    positions by a tile of rows at a time into ``ow`` (the vectors past the last whole tile one at a time),
+    whose columns q < OW of each wide row then go to ``dest`` (row o of the result, flat) plus ``bias``.
+    ``weight``: wt[t, o] as an expression of c, r, s, o.
     The tile is a constant of the source, sized for the compiling machine (_tile_shape; with AVX-512, LeNet's 6
     and 16 rows by 4 and 1 vectors of 16 floats)."""
     _, _, (dh, dw), _ = _geometry(node.attrs)
     tile, cols, width = _tile_shape(rows)
+    rest = f"""
+    for j0 in range(LT, L, V):
+        _fma_tile(xpf, offsets, wt[ot], firsts, tile, j0, 0, {tile}, 1, {tile}, {width})""" if cols > 1 else ""
     setup = f"""V = {width} // {src}.itemsize  # lanes of a tile's vectors
 OH, OW = {positions[0]}, {positions[1]}  # the result's positions
-Hp, Wp = OH + (R - 1) * {dh}, OW + (S - 1) * {dw}  # the padded planes
+Hp = OH + (R - 1) * {dh}  # the padded planes' rows, and their pitch
+Wp = {_pitch("OW", f"(S - 1) * {dw}", left, f"{src}.shape[3]")}
 plane = Hp * Wp
-L = (OH * Wp + {cols} * V - 1) // ({cols} * V) * {cols} * V  # wide positions, whole tiles
+L = (OH * Wp + V - 1) // V * V  # wide positions, whole vectors
+LT = L // ({cols} * V) * {cols} * V  # those in whole tiles
 OT = ({out_rows} + {tile - 1}) // {tile}  # tiles of output rows
 offsets = np.empty({channels} * R * S, np.int64)  # of each tap's reads in xpf
 firsts = np.arange({channels} * R * S) * {tile}  # of each tap's weights in a row of wt
@@ -362,8 +377,8 @@ w0, w1 = max(0, -({left})), min({src}.shape[3], Wp - ({left}))
             row_xp[q] = row_in[q]
 for ot in range(OT):
     tile = ow[:min({tile}, {out_rows} - ot * {tile})]
-    for j0 in range(0, L, {cols} * V):
-        _fma_tile(xpf, offsets, wt[ot], firsts, tile, j0, 0, {tile}, {cols}, {tile}, {width})
+    for j0 in range(0, LT, {cols} * V):
+        _fma_tile(xpf, offsets, wt[ot], firsts, tile, j0, 0, {tile}, {cols}, {tile}, {width}){rest}
     for i in range(tile.shape[0]):
         o = ot * {tile} + i
         add = {bias}
@@ -542,7 +557,7 @@ def _dot_weight_grad_src(node, name, bias_grad: bool, gy: _GySource, rows: int, 
         (["acc_b = partial[t, out.size:]"] if bias_grad else []) + [
         f"V = {width} // x.itemsize  # lanes of a tile's vectors",
         "H, W = x.shape[2], x.shape[3]",
-        "Wp = W + 2 * pw  # the zero-padded planes",
+        f"Wp = {_pitch('Q', f'(S - 1) * {dw}', 'pw', 'W')}  # the zero-padded planes' pitch",
         "plane = (H + 2 * ph) * Wp",
         "L = (P * Wp + V - 1) // V * V  # wide positions, whole vectors",
         f"gy_at = np.arange({kt}) * L  # of each channel's row in gyw",

@@ -76,6 +76,10 @@ CASES = [
     ("conv2d", [((2, 4, 7, 6), "f", "any"), ((40, 2, 3, 2), "f", "any")],
      {"stride": [1, 1], "padding": [2, 0], "dilation": [2, 1], "groups": 2}),
     ("conv2d", [((1, 2, 5, 9), "d", "any"), ((3, 2, 3, 3), "d", "any"), ((3,), "d", "any")], CONV),
+    # ... padding wider than the taps' reach along a dilated width: reads past a row's end wrap into the next
+    # row's left padding (conv.py's _pitch)
+    ("conv2d", [((1, 2, 5, 4), "f", "any"), ((3, 2, 2, 2), "f", "any")],
+     {"stride": [1, 1], "padding": [1, 3], "dilation": [1, 2], "groups": 1}),
     ("conv2d_backward_input", [((1, 4, 3, 3), "f", "any"), ((4, 2, 3, 3), "f", "any"), ((1, 4, 7, 7), "f", "any")],
      CONV_ODD),
     ("conv2d_backward_weight", [((1, 4, 7, 7), "f", "any"), ((1, 4, 3, 3), "f", "any"), ((4, 2, 3, 3), "f", "any")],
