@@ -71,11 +71,15 @@ CASES = [
     # the harder geometry only: each case is a kernel to compile, and the models' gradients cover the plain one)
     ("conv2d", [((2, 2, 5, 5), "f", "any"), ((3, 2, 3, 3), "f", "any"), ((3,), "f", "any")], CONV),
     ("conv2d", [((1, 4, 7, 7), "f", "any"), ((4, 2, 3, 3), "f", "any")], CONV_ODD),
-    # ... unit stride in register tiles: 2 groups of 20 channels (a tile of 16 and one of 4), dilated height,
-    # uneven padding; and float64 (8-lane vectors)
+    # ... unit stride in register tiles: 2 groups of 20 channels (two vectors of channels, one part idle),
+    # dilated height, uneven padding; and float64 with 3 channels (lanes over positions)
     ("conv2d", [((2, 4, 7, 6), "f", "any"), ((40, 2, 3, 2), "f", "any")],
      {"stride": [1, 1], "padding": [2, 0], "dilation": [2, 1], "groups": 2}),
     ("conv2d", [((1, 2, 5, 9), "d", "any"), ((3, 2, 3, 3), "d", "any"), ((3,), "d", "any")], CONV),
+    # ... lanes over output channels (a group's fill a vector): a row of 33 positions in two runs, with bias;
+    # float64
+    ("conv2d", [((1, 1, 4, 33), "f", "any"), ((16, 1, 2, 3), "f", "any"), ((16,), "f", "any")], CONV),
+    ("conv2d", [((2, 3, 5, 5), "d", "any"), ((8, 3, 3, 3), "d", "any"), ((8,), "d", "any")], CONV),
     # ... padding wider than the taps' reach along a dilated width: reads past a row's end wrap into the next
     # row's left padding (conv.py's _pitch)
     ("conv2d", [((1, 2, 5, 4), "f", "any"), ((3, 2, 2, 2), "f", "any")],
