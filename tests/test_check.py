@@ -60,7 +60,8 @@ def test_a_broken_prologue_is_named_through_the_programs_own_results(monkeypatch
     the node-by-node program, so its fault shows in the checked program's results."""
     op = get_op("max_pool2d_backward")
     make = op.sample_prologue
-    monkeypatch.setattr(op, "sample_prologue", lambda node, name: make(node, name).replace("grad = ", "grad = 2 * "))
+    monkeypatch.setattr(op, "sample_prologue",
+                        lambda node, name: make(node, name).replace("g_n = gy_or_out[n]", "g_n = 2 * gy_or_out[n]"))
     nncc.manual_seed(0)
     step = nncc.compile(PoolNet(), input_shape=(None, 1, 8, 8), loss=nn.CrossEntropyLoss())
     assert "per-sample prologue" in step.ir("fused", kind="grad")

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from ..codegen.cpu.fma_tile import vector_registers
 from ..errors import ShapeError
 from ..ir.types import is_float
 from .cpu_chunks import chunked_kernel
@@ -149,6 +150,10 @@ def _window_loops(attrs, body: str, per_window_init: str, per_window_end: str) -
 
 def _max_cpu(node, name):
     kernel, stride, pad, dil, ceil_mode = _params(node.attrs)
+    if _tiling(node.attrs):
+        return _sample_chunks(name, "x, gy_or_out", "gy_or_out", _window_rows(
+            kernel, "        out_n = gy_or_out[n].reshape(-1)",
+            f"_max_row(x_n, at, W, out_n, row * Q, Q, {kernel[0]}, {kernel[1]}, {_width()})"))
     if not (any(pad) or ceil_mode):
         return _sample_chunks(name, "x, gy_or_out", "gy_or_out", _inside_windows(
             kernel, stride, dil, "            o = gy_or_out[n, c]", "                    o[p, q] = m"))
@@ -167,7 +172,7 @@ def _max_bwd_cpu(node, name, epilogue: str = ""):
         return _max_bwd_checked_cpu(node, name, params) + tail
     sample_done = f"\n        {name}_epilogue(n, n + 1, {epilogue})" if epilogue else ""
     if _tiling(node.attrs):
-        body = _tiling_windows_bwd(node, "gx[n, c]")
+        body = _tiling_windows_bwd(node, "gx[n]")
     else:  # windows may overlap: their gradients add up
         body = _inside_windows(
             kernel, stride, dil, _plane_grad("gx[n, c]"),
@@ -183,12 +188,40 @@ def _tiling(attrs) -> bool:
     return not (any(pad) or ceil_mode) and tuple(stride) == tuple(kernel) and tuple(dil) == (1, 1)
 
 
-def _tiling_windows_bwd(node, plane: str) -> str:
-    """The loops of a max-pool backward over windows that tile the input (_tile_stores), writing the gradient
-    of plane (n, c) of the chunk's samples [lo, hi) into ``plane``."""
-    kernel, stride, _, dil, _ = _params(node.attrs)
-    return _inside_windows(kernel, stride, dil, _plane_grad(plane) + _untiled_zeroed(kernel),
-                           _window_grad(node.attrs) + _tile_stores(kernel), "    zero = gx.dtype.type(0)\n")
+def _tiling_windows_bwd(node, sample: str) -> str:
+    """The loops of a max-pool backward over windows that tile the input, writing the gradient of sample n of
+    the chunk's samples [lo, hi) into ``sample``: a row of windows at a time (_max_row_bwd), each window
+    writing its gradient to its first maximum and zero to its other taps, so there is no zeroing pass and no
+    read-modify-write; only the pixels past the last window row and column, if any, are zeroed."""
+    kernel = _params(node.attrs)[0]
+    mask = int(bool(node.attrs.get("relu_mask")))
+    return _window_rows(kernel, f"""        g_n = gy_or_out[n].reshape(-1)
+        d = {sample}
+        if P * {kernel[0]} < H or Q * {kernel[1]} < W:
+            d[:, P * {kernel[0]}:] = 0
+            d[:, :, Q * {kernel[1]}:] = 0
+        d_n = d.reshape(-1)""", f"_max_row_bwd(x_n, at, W, g_n, row * Q, d_n, Q, {kernel[0]}, {kernel[1]}, {mask}, "
+                                f"{_width()})")
+
+
+def _width() -> int:
+    """Bytes of the vectors of _max_row and _max_row_bwd on this machine (codegen/cpu/window_rows.py)."""
+    return vector_registers()[0]
+
+
+def _window_rows(kernel, per_sample: str, per_row: str) -> str:
+    """Loops over the rows of windows of the chunk's samples [lo, hi), for windows that tile the input:
+    ``per_row`` (a call of codegen/cpu/window_rows.py) does row p of plane c, ``row`` = c * P + p, whose
+    windows start at ``at`` in the sample's flattened planes (``x_n``)."""
+    return f"""    N, C, H, W = x.shape
+    P, Q = gy_or_out.shape[2], gy_or_out.shape[3]
+    for n in range(lo, hi):  # whole samples per chunk: an epilogue may follow each
+        x_n = x[n].reshape(-1)
+{per_sample}
+        for c in range(C):
+            for p in range(P):
+                row, at = c * P + p, (c * H + p * {kernel[0]}) * W
+                {per_row}"""
 
 
 def _plane_grad(plane: str) -> str:
@@ -206,30 +239,13 @@ def _max_bwd_sample(node, name: str):
     one sample at a time (its prologue: the gradient never goes to memory); windows that tile the input only."""
     if not _tiling(node.attrs):
         return None
-    return f"def {name}(x, gy_or_out, gx, lo):\n    hi = lo + 1\n" + _tiling_windows_bwd(node, "gx[0, c]")
+    return f"def {name}(x, gy_or_out, gx, lo):\n    hi = lo + 1\n" + _tiling_windows_bwd(node, "gx[0]")
 
 
 def _masked(grad: str, attrs, zero: str = "zero") -> str:
     """A window's gradient ``grad`` as its first maximum ``m`` receives it: zero where the window's ReLU mask
     (``relu_mask``, simplify.py) drops it, the window's maximum not positive."""
     return f"{grad} if m > {zero} else {zero}" if attrs.get("relu_mask") else grad
-
-
-def _untiled_zeroed(kernel) -> str:
-    """When the windows tile the plane, the pixels past the last window row and column get no gradient."""
-    return f"\n            d[P * {kernel[0]}:] = 0\n            d[:, Q * {kernel[1]}:] = 0"
-
-
-def _tile_stores(kernel) -> str:
-    """Windows that tile the plane (stride = kernel, no dilation) own their pixels: each window writes its
-    gradient to its first maximum and zero to its other taps, so there is no zeroing pass, no read-modify-write
-    and no tap index arithmetic (max-pool backward 0.60 -> 0.22 ms on LeNet's first pool at batch 64, one
-    thread, with the branch-free maximum of ``_inside_windows``)."""
-    kh, kw = kernel
-    return f"""                    for r in range({kh}):
-                        row = d[p * {kh} + r]
-                        for s in range({kw}):
-                            row[q * {kw} + s] = grad if tap == r * {kw} + s else zero"""
 
 
 def _sample_chunks(name: str, params: str, output: str, body: str) -> str:

@@ -26,6 +26,7 @@ from .float_mode import FLOAT_MODE, FLOAT_MODE_IMPORTS
 from .fma_tile import FMA_TILE
 from .native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, array_type, numba_type, wrapper
 from .parallel_compile import compile_module
+from .window_rows import WINDOW_ROWS
 
 _NP_NAMES = {"f32": "np.float32", "f64": "np.float64", "i64": "np.int64", "i32": "np.int32", "bool": "np.bool_"}
 _JIT = '@njit(cache=True, error_model="numpy"{flags})'
@@ -112,6 +113,7 @@ class CpuEmitter:
             "",
             BLAS_CALLS,
             FMA_TILE,
+            WINDOW_ROWS,
         ]
         slots = "".join(f"\n    ({name}, {sig!r})," for name, sig in self.slots)
         driver = [FLOAT_MODE, NATIVE_CALLS] + ([LAUNCH_CALLS] if self.chunked else []) + [
