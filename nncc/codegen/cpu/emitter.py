@@ -261,8 +261,8 @@ class CpuEmitter:
 
         types_ = [array_type(a.dtype, 1) if flattened(a) else numba_type(a if isinstance(a, int) else a.type)
                   for a in args]
-        passed = "".join((str(a) if isinstance(a, int) else self.var[a] + (".reshape(-1)" if flattened(a) else ""))
-                         + ", " for a in args)
+        passed = "".join((str(a) if isinstance(a, int) else self._flat(a) if flattened(a) else self.var[a]) + ", "
+                         for a in args)
         if name in self.chunked:
             packed = f"CPointer(Tuple(({', '.join(types_ + [array_type(dtype, 2)])},)))"
             self.slots.setdefault((f"{name}_chunk", _signature(["int64", "int64", packed])), len(self.slots))
@@ -271,6 +271,11 @@ class CpuEmitter:
             return f"    {name}({passed}addresses)"
         self.slots.setdefault((name, _signature(types_)), len(self.slots))
         return f"    _call({name}, addresses, ({passed}))"
+
+    def _flat(self, v: Value) -> str:
+        """A 1-D view of value ``v`` (C-contiguous, as every array the driver has)."""
+        size = " * ".join(self._shape_expr(v.type).strip("(,)").split(", "))
+        return f"_view({self.var[v]}, 0, ({size},))"
 
     def _anchor_with_epilogue(self, kernel: Kernel) -> tuple[str, list]:
         """An anchor op whose lowering calls ``KERNEL_epilogue(lo, hi, ...)``, the fused elementwise consumers,

@@ -78,11 +78,12 @@ def _call(typingctx, kernel, addresses, args):
 
 @intrinsic
 def _view(typingctx, arena, start, shape):
-    """``arena[start:start + prod(shape)].reshape(shape)`` as a C-contiguous array sharing the arena's memory,
-    with a fraction of numba's slicing and reshape code (and of the driver's compile), and without their bounds
-    checks: the driver checks the arena's size once, at its start."""
-    if not isinstance(arena, types.Array) or arena.ndim != 1 or arena.layout != "C":
-        raise errors.TypingError(f"_view needs a 1-D C-contiguous arena, got {arena}")
+    """``arena.reshape(-1)[start:start + prod(shape)].reshape(shape)`` as a C-contiguous array sharing the
+    arena's memory (an arena's buffer, or an array passed flat), with a fraction of numba's slicing and reshape
+    code (and of the driver's compile), and without their bounds checks: the driver checks the arena's size
+    once, at its start."""
+    if not isinstance(arena, types.Array) or arena.layout != "C":
+        raise errors.TypingError(f"_view needs a C-contiguous arena, got {arena}")
     result = types.Array(arena.dtype, len(shape), "C", readonly=not arena.mutable)
 
     def codegen(context, builder, sig, args):
