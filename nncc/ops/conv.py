@@ -396,6 +396,27 @@ for ot in range(OT):
     return setup, scratch, per_group, per_sample
 
 
+#: per sample: the group's input planes of x into xpf's zero-padded planes of pitch Wp, ph rows and pw columns in
+_PLANES_INTO_XPF = """for c in range(Cg):  # the group's input planes into xpf's zero-padded ones
+    plane_in = x[n, g * Cg + c]
+    for h in range(H):
+        at = c * plane + (h + ph) * Wp + pw
+        row_in, row_xp = plane_in[h], xpf[at:at + W]
+        for w_ in range(W):
+            row_xp[w_] = row_in[w_]
+"""
+
+
+def _tap_offsets(count: str, dh: int, dw: int) -> list[str]:
+    """Setup lines of x_at[t], the offset in xpf of tap t = (c, r, s): ``count`` entries, those past the taps
+    (a tile's padding) the first tap's."""
+    return [f"x_at = np.zeros({count}, np.int64)  # of each tap's reads in xpf",
+            "for c in range(Cg):",
+            "    for r in range(R):",
+            "        for s in range(S):",
+            f"            x_at[(c * R + r) * S + s] = c * plane + r * {dh} * Wp + s * {dw}"]
+
+
 def _channel_tile_shape(node) -> tuple[int, int, int, int] | None:
     """(output rows, positions per row, vectors of output channels, vector bytes) of a unit-stride conv's
     register tile with lanes over output channels (_channel_tiled_src) on this machine, None where a group's
@@ -434,24 +455,13 @@ def _channel_tiled_src(node, rows: int, run: int, cols: int, width: int, bias: s
         f"Wp = {_pitch('Q', f'(S - 1) * {dw}', 'pw', 'W')}  # the zero-padded planes' pitch",
         f"plane = (P + (R - 1) * {dh}) * Wp",
         "w_at = np.arange(Cg * R * S) * KV  # of each tap's weights in wk",
-        "x_at = np.empty(Cg * R * S, np.int64)  # of each tap's reads in xpf",
-        "for c in range(Cg):",
-        "    for r in range(R):",
-        "        for s in range(S):",
-        f"            x_at[(c * R + r) * S + s] = c * plane + r * {dh} * Wp + s * {dw}"])
+        *_tap_offsets("Cg * R * S", dh, dw)])
     scratch = [("xpf", f"(Cg * plane + {rows + 1} * Wp + (S - 1) * {dw} + {run},)", "np.zeros"),
                ("wk", "(Cg * R * S * KV,)", "np.zeros"), ("ot", f"({rows * run}, KV)", "np.empty")]
     per_group = """for t in range(Cg * R * S):  # the group's weights, a row of channels per tap
     for o in range(Kg):
         wk[t * KV + o] = w2[k0 + o, t]"""
-    per_sample = f"""for c in range(Cg):  # the group's input planes into xpf's zero-padded ones
-    plane_in = x[n, g * Cg + c]
-    for h in range(H):
-        at = c * plane + (h + ph) * Wp + pw
-        row_in, row_xp = plane_in[h], xpf[at:at + W]
-        for w_ in range(W):
-            row_xp[w_] = row_in[w_]
-for p0 in range(0, P, {rows}):
+    per_sample = _PLANES_INTO_XPF + f"""for p0 in range(0, P, {rows}):
     for q0 in range(0, Q, {run}):
         taps = xpf[p0 * Wp + q0:]
         for j0 in range(0, KV, {cols} * V):
@@ -565,14 +575,7 @@ def _tiled_weight_grad_src(node, name, bias_grad: bool, gy: _GySource, rows: int
     scratch = [("xpf", f"(Cg * plane + {rows} * {dh} * Wp,)", "np.zeros"),  # room for a tile's rows past R
                ("gyt", "(P * Q * KV,)", "np.zeros"), ("gw_n", "(Cg * R * S * KV,)", "np.empty"),
                ("acc_t", f"({groups} * Cg * R * S * KV,)", "np.zeros")] + gy.scratch
-    per_sample = gy.per_sample + f"""for c in range(Cg):  # the group's input planes into xpf's zero-padded ones
-    plane_in = x[n, g * Cg + c]
-    for h in range(H):
-        at = c * plane + (h + ph) * Wp + pw
-        row_in, row_xp = plane_in[h], xpf[at:at + W]
-        for w_ in range(W):
-            row_xp[w_] = row_in[w_]
-for k in range(Kg):  # the group's gy rows, transposed{before}
+    per_sample = gy.per_sample + _PLANES_INTO_XPF + f"""for k in range(Kg):  # the group's gy rows, transposed{before}
     row_k = g3[{gy.sample}, k0 + k]
     for j in range(P * Q):
         gyt[j * KV + k] = row_k[j]{inside}{after}
@@ -637,22 +640,11 @@ def _dot_weight_grad_src(node, name, bias_grad: bool, gy: _GySource, rows: int, 
         "plane = (H + 2 * ph) * Wp",
         "L = (P * Wp + V - 1) // V * V  # wide positions, whole vectors",
         f"gy_at = np.arange({kt}) * L  # of each channel's row in gyw",
-        f"x_at = np.zeros({tt}, np.int64)  # of each tap's run in xpf (tile padding: the first tap's)",
-        "for c in range(Cg):",
-        "    for r in range(R):",
-        "        for s in range(S):",
-        f"            x_at[(c * R + r) * S + s] = c * plane + r * {dh} * Wp + s * {dw}"])
+        *_tap_offsets(str(tt), dh, dw)])
     scratch = [("xpf", f"(Cg * plane + (R - 1) * {dh} * Wp + (S - 1) * {dw} + L,)", "np.zeros"),
                ("gyw", f"({kt} * L,)", "np.zeros"), ("gw_n", "(Kg, Cg * R * S)", "np.empty")] + gy.scratch
     bias = f"\n    for j in range(P * Q):{inside}{after}" if bias_grad else ""
-    per_sample = gy.per_sample + f"""for c in range(Cg):  # the group's input planes into xpf's zero-padded ones
-    plane_in = x[n, g * Cg + c]
-    for h in range(H):
-        at = c * plane + (h + ph) * Wp + pw
-        row_in, row_xp = plane_in[h], xpf[at:at + W]
-        for w_ in range(W):
-            row_xp[w_] = row_in[w_]
-for k in range(Kg):  # the group's gy rows onto wide rows{before}
+    per_sample = gy.per_sample + _PLANES_INTO_XPF + f"""for k in range(Kg):  # gy's rows onto wide rows{before}
     row_k = g3[{gy.sample}, k0 + k]{bias}
     for p in range(P):
         row_in, row_w = row_k[p * Q:(p + 1) * Q], gyw[k * L + p * Wp:k * L + p * Wp + Q]
