@@ -488,11 +488,12 @@ def _backward_weight_cpu(node, name, bias_grad: bool = False, prologue=None):
     (_dot_tile_shape), else by im2col and BLAS.
     With ``prologue`` (the producer of gy, fusion.py), each sample of gy is computed into a scratch first."""
     gy = _gy_source(prologue, name)
-    shape, dot_shape = _weight_tile_shape(node), _dot_tile_shape(node)
+    shape = _weight_tile_shape(node)
     if shape is not None:
         return gy.helper + _tiled_weight_grad_src(node, name, bias_grad, gy, *shape)
-    if dot_shape is not None:
-        return gy.helper + _dot_weight_grad_src(node, name, bias_grad, gy, *dot_shape)
+    shape = _dot_tile_shape(node)
+    if shape is not None:
+        return gy.helper + _dot_weight_grad_src(node, name, bias_grad, gy, *shape)
     return gy.helper + _blas_weight_grad_src(node, name, bias_grad, gy)
 
 
@@ -616,7 +617,7 @@ def _dot_tile_shape(node) -> tuple[int, int, int] | None:
         rows, cols = shape
         return -(-kg // rows) * -(-taps // cols) * max(rows * cols, rows + 2 * cols)
 
-    fits = [(rows, cols) for rows in range(1, kg + 1) for cols in range(1, taps + 1)
+    fits = [(rows, cols) for rows in range(1, min(kg, registers) + 1) for cols in range(1, min(taps, registers) + 1)
             if rows * cols + rows + 1 <= registers - 2]
     return *min(fits, key=cost), width
 

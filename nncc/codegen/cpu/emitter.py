@@ -163,8 +163,11 @@ class CpuEmitter:
             last[v] = len(self.kernels)
         return last
 
+    def _dims(self, t: TensorType) -> list[str]:
+        return [self.symbols[d] if isinstance(d, str) else str(d) for d in t.shape]
+
     def _shape_expr(self, t: TensorType) -> str:
-        dims = [self.symbols[d] if isinstance(d, str) else str(d) for d in t.shape]
+        dims = self._dims(t)
         return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
     def _batch_source(self) -> Optional[tuple[int, int]]:
@@ -274,8 +277,7 @@ class CpuEmitter:
 
     def _flat(self, v: Value) -> str:
         """A 1-D view of value ``v`` (C-contiguous, as every array the driver has)."""
-        size = " * ".join(self._shape_expr(v.type).strip("(,)").split(", "))
-        return f"_view({self.var[v]}, 0, ({size},))"
+        return f"_view({self.var[v]}, 0, ({' * '.join(self._dims(v.type))},))"
 
     def _anchor_with_epilogue(self, kernel: Kernel) -> tuple[str, list]:
         """An anchor op whose lowering calls ``KERNEL_epilogue(lo, hi, ...)``, the fused elementwise consumers,

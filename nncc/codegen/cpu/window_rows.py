@@ -29,9 +29,9 @@ def _max_row(typingctx, x, at, pitch, out, out_at, count, kh, kw, width):
     def codegen(context, builder, sig, args):
         rows = _WindowRows(context, builder, sig.args[0], *args[:3], args[5], *_literals(kh, kw, width))
         outs = context.make_array(sig.args[3])(context, builder, args[3])
-        with rows.steps() as (q0, lanes):
-            maximum, _ = rows.first_maximum(q0, lanes)
-            rows.store(maximum, builder.gep(outs.data, [builder.add(args[4], q0)]), lanes)
+        with rows.steps() as (q0, valid):
+            maximum, _ = rows.first_maximum(q0, valid)
+            rows.store(maximum, builder.gep(outs.data, [builder.add(args[4], q0)]), valid)
         return context.get_dummy_value()
 
     return types.none(x, at, pitch, out, out_at, count, kh, kw, width), codegen
@@ -48,15 +48,15 @@ def _max_row_bwd(typingctx, x, at, pitch, g, g_at, d, count, kh, kw, relu_mask, 
         rows = _WindowRows(context, builder, sig.args[0], *args[:3], args[6], n_kh, n_kw, width_bytes)
         gs, ds = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (3, 5))
         zero = _ir.Constant(rows.vector, None)
-        with rows.steps() as (q0, lanes):
-            maximum, first = rows.first_maximum(q0, lanes)
-            grad = rows.load(builder.gep(gs.data, [builder.add(args[4], q0)]), lanes)
+        with rows.steps() as (q0, valid):
+            maximum, first = rows.first_maximum(q0, valid)
+            grad = rows.load(builder.gep(gs.data, [builder.add(args[4], q0)]), valid)
             if masked:
                 grad = builder.select(builder.fcmp_ordered(">", maximum, zero), grad, zero)
             for r in range(n_kh):
                 taps = [builder.select(builder.icmp_signed("==", first, rows.index_vector(r * n_kw + s)), grad, zero)
                         for s in range(n_kw)]
-                rows.store_taps(taps, rows.tap_row(ds.data, r, q0), lanes)
+                rows.store_taps(taps, rows.tap_row(ds.data, r, q0), valid)
         return context.get_dummy_value()
 
     return types.none(x, at, pitch, g, g_at, d, count, kh, kw, relu_mask, width), codegen
@@ -89,7 +89,8 @@ class _WindowRows:
         return _ir.Constant(_ir.VectorType(_ir.IntType(64), self.lanes), [value] * self.lanes)
 
     def steps(self):
-        """A loop over the steps: yields (the step's first window q0, how many of its lanes are windows)."""
+        """A loop over the steps: yields (the step's first window q0, the windows left from q0 on; lanes past
+        them are masked)."""
         builder, index = self.builder, _ir.IntType(64)
         steps = builder.sdiv(builder.add(self.count, index(self.lanes - 1)), index(self.lanes))
         return _Steps(builder, steps, self.count, self.lanes)
