@@ -93,6 +93,9 @@ CASES = [
      {"stride": [1, 1], "padding": [1, 0], "dilation": [1, 2], "groups": 2}),
     ("conv2d_backward_input", [((1, 2, 8, 5), "f", "any"), ((2, 2, 3, 3), "f", "any"), ((1, 2, 4, 5), "f", "any")],
      {"stride": [1, 1], "padding": [3, 1], "dilation": [1, 1], "groups": 1}),
+    # ... dilated height: the kernel rows a tile's positions reach counted in steps of the dilation
+    ("conv2d_backward_input", [((1, 2, 6, 7), "f", "any"), ((2, 2, 3, 2), "f", "any"), ((1, 2, 8, 6), "f", "any")],
+     {"stride": [1, 1], "padding": [1, 1], "dilation": [2, 1], "groups": 1}),
     # ... with unit stride (tiles of dot products), and with enough taps per output channel (16 * 3 * 3) to
     # be computed transposed by BLAS
     ("conv2d_backward_weight", [((2, 2, 5, 5), "f", "any"), ((2, 3, 5, 5), "f", "any"), ((3, 2, 3, 3), "f", "any")],
