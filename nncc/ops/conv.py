@@ -339,23 +339,23 @@ def _tiled_src(node, *, rows: int, out_rows: str, positions: tuple[str, str], sr
                skip_rows: bool = False) -> tuple[str, list, str, str]:
     """(setup, scratch, per-group and per-sample lines) of a unit-stride correlation in register tiles, the form
     of a conv and of its input gradient: out[o, j] for o < ``out_rows`` (``rows``, statically) and j = p * Wp + q
-    a position on wide rows (see _wide), p < OH and q < OW (``positions``), is the sum over taps t = (c, r, s) of
-    wt[t, o] * xpf[c * plane + r * dh * Wp + s * dw + j], xpf the group's ``channels`` planes of ``src`` (from
-    channel ``first``), placed ``top`` rows and ``left`` columns into zero planes of OH + (R - 1) * dh rows of
-    pitch Wp (_pitch), flattened (a negative offset crops). _fma_tile computes ``cols`` vectors of V
-    positions by a tile of rows at a time into ``ow`` (the vectors past the last whole tile one at a time),
-    whose columns q < OW of each wide row then go to ``dest`` (row o of the result, flat) plus ``bias``.
-    ``weight``: wt[t, o] as an expression of c, r, s, o. With ``skip_rows`` each tile takes only the taps of
-    the kernel rows that reach a row of src from one of its positions (taps are ordered by kernel row), in
-    tiles of at most 2 vectors, which span fewer rows: an input gradient's padding is the taps' reach on both
-    sides (LeNet's conv2: 0.81-0.90x the time of all taps in tiles of 4 vectors with tiles of 2, 0.90-0.93x
-    with tiles of 4; a conv's few rows of padding did not pay for the tap ranges, 1.1x on LeNet's conv1;
-    kernels alone).
-    The tile is a constant of the source, sized for the compiling machine (_tile_shape; with AVX-512, LeNet's
-    conv1 6 rows by 4 vectors of 16 floats, its conv2's input gradient 6 by 2)."""
+    a position on wide rows (see _wide), p < OH and q < OW (``positions``), is the sum over taps t (kernel row r,
+    channel c, column s, in that order) of wt[t, o] * xpf[c * plane + r * dh * Wp + s * dw + j], xpf the group's
+    ``channels`` planes of ``src`` (from channel ``first``), placed ``top`` rows and ``left`` columns into zero
+    planes of OH + (R - 1) * dh rows of pitch Wp (_pitch), flattened (a negative offset crops). _fma_tile
+    computes ``cols`` vectors of V positions by a tile of rows at a time into ``ow`` (the vectors past the last
+    whole tile one at a time), whose columns q < OW of each wide row then go to ``dest`` (row o of the result,
+    flat) plus ``bias``. ``weight``: wt[t, o] as an expression of c, r, s, o. With ``skip_rows`` each tile takes
+    only the taps of the kernel rows that reach a row of src from one of its positions, in tiles of at most 2
+    vectors, which span fewer rows: an input gradient's padding is the taps' reach on both sides (kernels
+    alone: LeNet's conv2 input gradient in tiles of 2 took 0.81-0.90x the time of all taps in tiles of 4, in
+    tiles of 4 0.90-0.93x; a conv's few rows of padding did not pay for the tap ranges, 1.1x on LeNet's
+    conv1). The tile is a constant of the source, sized for the compiling machine (_tile_shape; with AVX-512,
+    LeNet's conv1 6 rows by 4 vectors of 16 floats, its conv2's input gradient 6 by 2)."""
     _, _, (dh, dw), _ = _geometry(node.attrs)
     tile, cols, width = _tile_shape(rows)
     cols = min(cols, 2) if skip_rows else cols
+
     def call(span: str, vectors: int) -> str:  # a tile's _fma_tile, over the taps reaching src (skip_rows)
         if not skip_rows:
             return f"_fma_tile(xpf, offsets, wt[ot], firsts, tile, j0, 0, {tile}, {vectors}, {tile}, {width})"
