@@ -262,6 +262,8 @@ def _pitch(out_width: str, reach: str, left: str, width: str) -> str:
     wrap into (none where ``left`` crops)."""
     full = f"{out_width} + {reach}"
     return f"max({out_width}, {full} - max({left}, 0), min({left} + {width}, {full}))"
+
+
 def _wide(attrs) -> bool:
     """Whether a conv and its input gradient run in register tiles on wide rows: unit strides."""
     return _geometry(attrs)[0] == [1, 1]
@@ -544,6 +546,18 @@ def _bias_sum(bias_grad: bool, row: str, to: str) -> tuple[str, str, str]:
     return "\n    total = x.dtype.type(0)", f"\n        total += {row}[j]", f"\n    {to} += total"
 
 
+def _weight_grad_chunked(groups: int, name: str, bias_grad: bool, gy: _GySource, setup: str, scratch: list,
+                         per_group: str, per_sample: str, finish: str = "") -> str:
+    """A weight gradient's chunk and kernel functions (_chunked): its parameters, x, gy's source, w, out (and
+    gb, the bias gradient), and its rows of partial sums, ``acc`` [K, Cg * R * S] (and ``acc_b``), set up
+    before ``setup``."""
+    sums = "acc = partial[t, :out.size].reshape((K, Cg * R * S))\n" + \
+        ("acc_b = partial[t, out.size:]\n" if bias_grad else "")
+    return _chunked(groups, name, f"x, {gy.params}, w, out" + (", gb" if bias_grad else "") + ", ph, pw", gy.shaped,
+                    sums + setup, scratch, per_group, per_sample, reduced=("out", "gb") if bias_grad else ("out",),
+                    finish=finish)
+
+
 def _weight_tile_shape(node) -> tuple[int, int, int] | None:
     """(tap rows r per tile, vectors of output channels, vector bytes) of the weight gradient's register tile
     (_tiled_weight_grad_src) on this machine: a group's output channels in as many vectors as fit, and as many
@@ -577,8 +591,6 @@ def _tiled_weight_grad_src(node, name, bias_grad: bool, gy: _GySource, rows: int
     s = node.inputs[-1].type.shape[3]
     before, inside, after = _bias_sum(bias_grad, "row_k", "acc_b[k0 + k]")
     setup = "\n".join([
-        "acc = partial[t, :out.size].reshape((K, Cg * R * S))"] +
-        (["acc_b = partial[t, out.size:]"] if bias_grad else []) + [
         f"V = {width} // x.itemsize  # lanes of a tile's vectors",
         f"KV = (Kg + {cols} * V - 1) // ({cols} * V) * {cols} * V  # a group's channels in whole tiles of vectors",
         "H, W = x.shape[2], x.shape[3]",
@@ -611,9 +623,7 @@ for j in range(gw_n.size):
     row_k, g, kk = acc[k], k // Kg, k % Kg
     for j in range(Cg * R * S):
         row_k[j] = acc_t[(g * Cg * R * S + j) * KV + kk]"""
-    return _chunked(groups, name, f"x, {gy.params}, w, out" + (", gb" if bias_grad else "") + ", ph, pw", gy.shaped,
-                    setup, scratch, gy.per_group, per_sample, reduced=("out", "gb") if bias_grad else ("out",),
-                    finish=finish)
+    return _weight_grad_chunked(groups, name, bias_grad, gy, setup, scratch, gy.per_group, per_sample, finish)
 
 
 def _dot_tile_shape(node) -> tuple[int, int, int] | None:
@@ -621,7 +631,7 @@ def _dot_tile_shape(node) -> tuple[int, int, int] | None:
     (_dot_weight_grad_src) on this machine, None for a strided conv. Each step of the tile loads a vector of
     gy per channel (aligned) and of the input per tap (unaligned: about two loads' worth) for channels * taps
     multiply-adds; the shape is the one with the fewest steps' worth of those, over all tiles, whose
-    accumulators and gy vectors fit the registers (LeNet's conv1, 6 channels by 25 taps: 6 x 3 with AVX-512,
+    accumulators and gy vectors fit the registers (LeNet's conv1, 6 channels by 25 taps: 3 x 5 with AVX-512,
     3 x 3 with AVX2)."""
     if _geometry(node.attrs)[0] != [1, 1]:
         return None
@@ -649,8 +659,6 @@ def _dot_weight_grad_src(node, name, bias_grad: bool, gy: _GySource, rows: int, 
     kt, tt = -(-(k // groups) // rows) * rows, -(-(cg * r * s) // cols) * cols  # whole tiles of rows and taps
     before, inside, after = _bias_sum(bias_grad, "row_k", "acc_b[k0 + k]")
     setup = "\n".join([
-        "acc = partial[t, :out.size].reshape((K, Cg * R * S))"] +
-        (["acc_b = partial[t, out.size:]"] if bias_grad else []) + [
         f"V = {width} // x.itemsize  # lanes of a tile's vectors",
         "H, W = x.shape[2], x.shape[3]",
         f"Wp = {_pitch('Q', f'(S - 1) * {dw}', 'pw', 'W')}  # the zero-padded planes' pitch",
@@ -675,8 +683,7 @@ for k in range(Kg):
     row_acc, row_n = acc[k0 + k], gw_n[k]
     for j in range(Cg * R * S):
         row_acc[j] += row_n[j]"""
-    return _chunked(groups, name, f"x, {gy.params}, w, out" + (", gb" if bias_grad else "") + ", ph, pw", gy.shaped,
-                    setup, scratch, gy.per_group, per_sample, reduced=("out", "gb") if bias_grad else ("out",))
+    return _weight_grad_chunked(groups, name, bias_grad, gy, setup, scratch, gy.per_group, per_sample)
 
 
 def _blas_weight_grad_src(node, name, bias_grad: bool, gy: _GySource):
@@ -698,14 +705,11 @@ def _blas_weight_grad_src(node, name, bias_grad: bool, gy: _GySource):
 for k in range(k0, k0 + Kg):
     gy_k = g3[{gy.sample}, k]{before}
     for j in range(P * Q):{inside}{after}""" if bias_grad else ""
-    setup = "\n".join(["acc = partial[t, :out.size].reshape((K, Cg * R * S))"] +
-                      (["acc_b = partial[t, out.size:]"] if bias_grad else []) +
-                      [f"transposed = Cg * R * S >= {TRANSPOSED_WEIGHT_GRAD}",
+    setup = "\n".join([f"transposed = Cg * R * S >= {TRANSPOSED_WEIGHT_GRAD}",
                        "acc_t = np.zeros((Cg * R * S, K) if transposed else (0, 0), x.dtype)",
                        "gy_t = np.empty((P * Q, Kg) if transposed else (0, 0), x.dtype)"])
-    return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _chunked(
-        groups, name, f"x, {gy.params}, w, out" + (", gb" if bias_grad else "") + ", ph, pw", gy.shaped,
-        setup,
+    return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _weight_grad_chunked(
+        groups, name, bias_grad, gy, setup,
         _im2col_scratch(node.attrs) + gy.scratch, gy.per_group + "\ncols = col[:, :P * Q]",
         gy.per_sample + f"""{name}_im2col(x, n, g * Cg, R, S, P, Q, col, xp, ph, pw)
 if transposed:  # loops, not gy_t[...] = g3[...].T: numba compiles a transposed array copy for seconds
@@ -715,8 +719,7 @@ if transposed:  # loops, not gy_t[...] = g3[...].T: numba compiles a transposed 
             gy_t[j, k] = row_k[j]
     _gemm(cols, gy_t, acc_t[:, k0:k0 + Kg], 1.0)
 else:
-    _gemm(g3[{gy.sample}, k0:k0 + Kg], cols.T, acc[k0:k0 + Kg], 1.0){bias}""",
-        reduced=("out", "gb") if bias_grad else ("out",), finish="""if transposed:
+    _gemm(g3[{gy.sample}, k0:k0 + Kg], cols.T, acc[k0:k0 + Kg], 1.0){bias}""", """if transposed:
     for k in range(K):
         row_k = acc[k]
         for j in range(Cg * R * S):
