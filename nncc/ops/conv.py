@@ -182,8 +182,8 @@ def _im2col_scratch(attrs) -> list[tuple[str, str, str]]:
     """The per-chunk matrix im2col writes (``col``; its first P * Q columns are the matrix) and the plane it
     reads (``xp``)."""
     slack = _slack(attrs)
-    return [("col", f"(Cg * R * S, P * Q{_plus(slack)})", "np.empty"),
-            ("xp", _padded_src("x", slack), "np.zeros")]
+    return [("col", f"(Cg * R * S, P * Q{_plus(slack)})", "_empty"),
+            ("xp", _padded_src("x", slack), "_zeros")]
 
 
 def _im2col_src(name, attrs):
@@ -284,8 +284,8 @@ def _chunked(groups: int, name: str, params: str, shaped: str, setup: str, scrat
              per_group: str, per_sample: str, reduced: tuple[str, ...] = (), finish: str = "") -> str:
     """The chunk and kernel functions of a conv op. ``shaped``: the param of shape [N, K, P, Q] (the output of
     the forward op, the output gradient of the backward ones); ``setup``: lines run once per chunk;
-    ``scratch``: (name, shape, np.empty or np.zeros) of each per-chunk matrix, in the first param's dtype;
-    ``finish``: lines run once per chunk after its samples; ``reduced``: as chunked_kernel's."""
+    ``scratch``: (name, shape, ``_empty`` or ``_zeros``: codegen/cpu/arrays.py) of each per-chunk matrix, in
+    the first param's dtype; ``finish``: lines run once per chunk after its samples; ``reduced``: as chunked_kernel's."""
     indent = lambda text, pad: "".join(pad + line + "\n" for line in text.strip("\n").split("\n")) if text else ""
     allocs = "".join(f"    {n} = {fill}({shape}, {params.split(',')[0]}.dtype)\n" for n, shape, fill in scratch)
     chunk = _CHUNK.format(shaped=shaped, setup=indent(setup, "    "), scratch=allocs, groups=groups,
@@ -369,6 +369,7 @@ def _tiled_src(node, *, rows: int, out_rows: str, positions: tuple[str, str], sr
     rest = f"""
     for j0 in range(LT, L, V):
         {call("V", 1)}""" if cols > 1 else ""
+    firsts = "\n".join(_multiples("firsts", f"{channels} * R * S", str(tile), "of each tap's weights in a row of wt"))
     setup = f"""V = {width} // {src}.itemsize  # lanes of a tile's vectors
 OH, OW = {positions[0]}, {positions[1]}  # the result's positions
 Hp = OH + (R - 1) * {dh}  # the padded planes' rows, and their pitch
@@ -377,13 +378,13 @@ plane = Hp * Wp
 L = (OH * Wp + V - 1) // V * V  # wide positions, whole vectors
 LT = L // ({cols} * V) * {cols} * V  # those in whole tiles
 OT = ({out_rows} + {tile - 1}) // {tile}  # tiles of output rows
-offsets = np.empty({channels} * R * S, np.int64)  # of each tap's reads in xpf
-firsts = np.arange({channels} * R * S) * {tile}  # of each tap's weights in a row of wt
+offsets = _empty({channels} * R * S, np.int64)  # of each tap's reads in xpf
+{firsts}
 h0, h1 = max(0, -({top})), min({src}.shape[2], Hp - ({top}))  # the rows and columns of src inside them
 w0, w1 = max(0, -({left})), min({src}.shape[3], Wp - ({left}))
 """
-    scratch = [("xpf", f"({channels} * plane + (R - 1) * {dh} * Wp + (S - 1) * {dw} + L,)", "np.zeros"),
-               ("wt", f"(OT, {channels} * R * S * {tile})", "np.zeros"), ("ow", f"({tile}, L)", "np.empty")]
+    scratch = [("xpf", f"({channels} * plane + (R - 1) * {dh} * Wp + (S - 1) * {dw} + L,)", "_zeros"),
+               ("wt", f"(OT, {channels} * R * S * {tile})", "_zeros"), ("ow", f"({tile}, L)", "_empty")]
     per_group = f"""for c in range({channels}):
     for r in range(R):
         for s in range(S):
@@ -425,10 +426,16 @@ _PLANES_INTO_XPF = """for c in range(Cg):  # the group's input planes into xpf's
 """
 
 
+def _multiples(name: str, count: str, step: str, what: str) -> list[str]:
+    """Setup lines of ``name`` = [0, step, 2 * step, ...], ``count`` int64 entries: np.arange(count) * step,
+    without the two library functions numba would compile for it (codegen/cpu/arrays.py)."""
+    return [f"{name} = _empty({count}, np.int64)  # {what}", f"for i in range({count}):", f"    {name}[i] = i * {step}"]
+
+
 def _tap_offsets(count: str, dh: int, dw: int) -> list[str]:
     """Setup lines of x_at[t], the offset in xpf of tap t = (c, r, s): ``count`` entries, those past the taps
     (a tile's padding) the first tap's."""
-    return [f"x_at = np.zeros({count}, np.int64)  # of each tap's reads in xpf",
+    return [f"x_at = _zeros({count}, np.int64)  # of each tap's reads in xpf",
             "for c in range(Cg):",
             "    for r in range(R):",
             "        for s in range(S):",
@@ -472,10 +479,10 @@ def _channel_tiled_src(node, rows: int, run: int, cols: int, width: int, bias: s
         "H, W = x.shape[2], x.shape[3]",
         f"Wp = {_pitch('Q', f'(S - 1) * {dw}', 'pw', 'W')}  # the zero-padded planes' pitch",
         f"plane = (P + (R - 1) * {dh}) * Wp",
-        "w_at = np.arange(Cg * R * S) * KV  # of each tap's weights in wk",
+        *_multiples("w_at", "Cg * R * S", "KV", "of each tap's weights in wk"),
         *_tap_offsets("Cg * R * S", dh, dw)])
-    scratch = [("xpf", f"(Cg * plane + {rows + 1} * Wp + (S - 1) * {dw} + {run},)", "np.zeros"),
-               ("wk", "(Cg * R * S * KV,)", "np.zeros"), ("ot", f"({rows * run}, KV)", "np.empty")]
+    scratch = [("xpf", f"(Cg * plane + {rows + 1} * Wp + (S - 1) * {dw} + {run},)", "_zeros"),
+               ("wk", "(Cg * R * S * KV,)", "_zeros"), ("ot", f"({rows * run}, KV)", "_empty")]
     per_group = """for t in range(Cg * R * S):  # the group's weights, a row of channels per tap
     for o in range(Kg):
         wk[t * KV + o] = w2[k0 + o, t]"""
@@ -535,7 +542,7 @@ def _gy_source(prologue, name: str) -> _GySource:
     params = ", ".join(f"q{i}" for i in range(len(prologue.inputs)))
     shaped = next(f"q{i}" for i, v in enumerate(prologue.inputs) if v.type.shape == prologue.outputs[0].type.shape)
     helper = get_op(prologue.op).sample_prologue(prologue, f"{name}_prologue") + "\n\n\n"
-    return _GySource(params, shaped, helper, [("gys", "(1, K, P, Q)", "np.empty")],
+    return _GySource(params, shaped, helper, [("gys", "(1, K, P, Q)", "_empty")],
                      "g3 = gys.reshape((1, K, P * Q))", f"{name}_prologue({params}, gys, n)\n", "0")
 
 
@@ -596,14 +603,14 @@ def _tiled_weight_grad_src(node, name, bias_grad: bool, gy: _GySource, rows: int
         "H, W = x.shape[2], x.shape[3]",
         "Wp = W + 2 * pw  # the zero-padded planes",
         "plane = (H + 2 * ph) * Wp",
-        "gyt_at = np.arange(P * Q) * KV  # of each position's channels in gyt",
-        "x_at = np.empty(P * Q, np.int64)  # of each position's first tap in a plane of xpf",
+        *_multiples("gyt_at", "P * Q", "KV", "of each position's channels in gyt"),
+        "x_at = _empty(P * Q, np.int64)  # of each position's first tap in a plane of xpf",
         "for p in range(P):",
         "    for q in range(Q):",
         f"        x_at[p * Q + q] = p * {sh} * Wp + q * {sw}"])
-    scratch = [("xpf", f"(Cg * plane + {rows} * {dh} * Wp,)", "np.zeros"),  # room for a tile's rows past R
-               ("gyt", "(P * Q * KV,)", "np.zeros"), ("gw_n", "(Cg * R * S * KV,)", "np.empty"),
-               ("acc_t", f"({groups} * Cg * R * S * KV,)", "np.zeros")] + gy.scratch
+    scratch = [("xpf", f"(Cg * plane + {rows} * {dh} * Wp,)", "_zeros"),  # room for a tile's rows past R
+               ("gyt", "(P * Q * KV,)", "_zeros"), ("gw_n", "(Cg * R * S * KV,)", "_empty"),
+               ("acc_t", f"({groups} * Cg * R * S * KV,)", "_zeros")] + gy.scratch
     per_sample = gy.per_sample + _PLANES_INTO_XPF + f"""for k in range(Kg):  # the group's gy rows, transposed{before}
     row_k = g3[{gy.sample}, k0 + k]
     for j in range(P * Q):
@@ -664,10 +671,10 @@ def _dot_weight_grad_src(node, name, bias_grad: bool, gy: _GySource, rows: int, 
         f"Wp = {_pitch('Q', f'(S - 1) * {dw}', 'pw', 'W')}  # the zero-padded planes' pitch",
         "plane = (H + 2 * ph) * Wp",
         "L = (P * Wp + V - 1) // V * V  # wide positions, whole vectors",
-        f"gy_at = np.arange({kt}) * L  # of each channel's row in gyw",
+        *_multiples("gy_at", str(kt), "L", "of each channel's row in gyw"),
         *_tap_offsets(str(tt), dh, dw)])
-    scratch = [("xpf", f"(Cg * plane + (R - 1) * {dh} * Wp + (S - 1) * {dw} + L,)", "np.zeros"),
-               ("gyw", f"({kt} * L,)", "np.zeros"), ("gw_n", "(Kg, Cg * R * S)", "np.empty")] + gy.scratch
+    scratch = [("xpf", f"(Cg * plane + (R - 1) * {dh} * Wp + (S - 1) * {dw} + L,)", "_zeros"),
+               ("gyw", f"({kt} * L,)", "_zeros"), ("gw_n", "(Kg, Cg * R * S)", "_empty")] + gy.scratch
     bias = f"\n    for j in range(P * Q):{inside}{after}" if bias_grad else ""
     per_sample = gy.per_sample + _PLANES_INTO_XPF + f"""for k in range(Kg):  # gy's rows onto wide rows{before}
     row_k = g3[{gy.sample}, k0 + k]{bias}
@@ -706,8 +713,8 @@ for k in range(k0, k0 + Kg):
     gy_k = g3[{gy.sample}, k]{before}
     for j in range(P * Q):{inside}{after}""" if bias_grad else ""
     setup = "\n".join([f"transposed = Cg * R * S >= {TRANSPOSED_WEIGHT_GRAD}",
-                       "acc_t = np.zeros((Cg * R * S, K) if transposed else (0, 0), x.dtype)",
-                       "gy_t = np.empty((P * Q, Kg) if transposed else (0, 0), x.dtype)"])
+                       "acc_t = _zeros((Cg * R * S, K) if transposed else (0, 0), x.dtype)",
+                       "gy_t = _empty((P * Q, Kg) if transposed else (0, 0), x.dtype)"])
     return _im2col_src(f"{name}_im2col", node.attrs) + "\n\n\n" + _weight_grad_chunked(
         groups, name, bias_grad, gy, setup,
         _im2col_scratch(node.attrs) + gy.scratch, gy.per_group + "\ncols = col[:, :P * Q]",
@@ -740,7 +747,7 @@ def _backward_input_cpu(node, name, params="gy, w, x, out, ph, pw"):
         return _chunked(groups, name, params, "gy", setup, lines[1], lines[2], lines[3])
     return _col2im_src(f"{name}_col2im", node.attrs) + "\n\n\n" + _chunked(
         groups, name, params, "gy", "w2 = w.reshape((K, Cg * R * S))\ng3 = gy.reshape((N, K, P * Q))",
-        [("dcol", "(Cg * R * S, P * Q)", "np.empty"), ("gp", _padded_src("out"), "np.empty")],
+        [("dcol", "(Cg * R * S, P * Q)", "_empty"), ("gp", _padded_src("out"), "_empty")],
         "wt = np.ascontiguousarray(w2[k0:k0 + Kg].T)",
         f"_gemm(wt, g3[n, k0:k0 + Kg], dcol, 0.0)\n{name}_col2im(dcol, out, n, g * Cg, R, S, P, Q, gp, ph, pw)")
 

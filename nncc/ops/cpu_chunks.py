@@ -31,6 +31,7 @@ from typing import Optional
 import numba
 
 from ..codegen.cpu.float_mode import NO_FLUSH
+from ..codegen.cpu.native_calls import NATIVE_ONLY
 
 #: numba's parallel options for the launcher: only prange loops run in parallel
 PRANGE_ONLY = ('{"prange": True, "numpy": False, "reduction": False, "setitem": False, "inplace_binop": False, '
@@ -94,7 +95,7 @@ def _call_at(typingctx, address, args):
     return types.none(address, args), codegen
 
 
-@njit(cache=True, error_model="numpy", parallel={PRANGE_ONLY})
+@njit(cache=True, error_model="numpy", parallel={PRANGE_ONLY}{NATIVE_ONLY})
 def _chunks(T, chunk, args, mode):
     """Chunks 0 .. T-1 of a chunked kernel on numba's threads: ``chunk`` is the address of its chunk function
     and ``args`` that of its packed arguments; each runs in floating-point ``mode``, its launcher's MXCSR,
@@ -112,17 +113,23 @@ def launcher_slot() -> Optional[tuple[str, str]]:
     return ("_chunks", "void(int64, int64, int64, int64)") if numba.config.NUMBA_NUM_THREADS > 1 else None
 
 
+#: how a chunked kernel allocates its chunks' rows of partial sums (it has them when it reduces over the batch)
+_PARTIAL_ROWS = "partial = _zeros((T, "
+
+
 def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: tuple[str, ...] = (),
-                   output: str = "out", worth_threads: str = "") -> str:
+                   worth_threads: str = "") -> str:
     """The chunk function ``name_chunk(t, T, args)``, whose body ``chunk`` runs samples [lo, hi) of the
-    ``batch`` (an expression of the params) on the unpacked ``params`` and ``partial``, and the kernel
+    ``batch`` (an expression of the params) on the unpacked ``params`` (and ``partial``), and the kernel
     ``name(params, addresses)`` running it on one chunk per thread of numba's. The thread count is fixed when
     the source is generated (numba's get_num_threads() in a kernel would make it uncacheable), so it is part of
     the cache key. ``reduced``: the params (outputs of one dtype) whose elements a partial row holds, one
-    after the other; the kernel sums the chunks' rows into them. ``output``: the param whose dtype ``partial``
-    has when nothing is reduced. ``worth_threads``: a condition on the params under which the work is split
-    at all (launching chunks costs microseconds: a small product runs as one chunk on the calling thread)."""
+    after the other; the kernel sums the chunks' rows into them (without ``reduced`` there is no ``partial``).
+    ``worth_threads``: a condition on the params under which the work is split at all (launching chunks costs
+    microseconds: a small product runs as one chunk on the calling thread)."""
     outputs = "".join(f"{o}.reshape(-1), " for o in reduced)
+    rows = f"""    {_PARTIAL_ROWS}{" + ".join(f"{o}.size" for o in reduced)}), {reduced[0]}.dtype)  # one per chunk
+""" if reduced else ""
     finish = f"""    at = 0
     for flat in ({outputs}):
         for i in range(flat.size):
@@ -132,18 +139,23 @@ def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: tupl
             flat[i] = total
         at += flat.size
 """ if reduced else ""
-    size = " + ".join(f"{o}.size" for o in reduced) or "0"
+    packed = f"{params}, partial" if reduced else f"{params},"
     threads = f"max(1, min({batch}, {numba.config.NUMBA_NUM_THREADS}))"
     if worth_threads:
         threads += f" if {worth_threads} else 1"
     return f"""def {name}_chunk(t, T, args):
-    {params}, partial = args[0]
+    {packed} = args[0]
     lo, hi = t * {batch} // T, (t + 1) * {batch} // T  # this chunk's samples
 {chunk}
 
 
 def {name}({params}, addresses):
     T = {threads}  # chunks of the batch
-    partial = np.zeros((T, {size}), {reduced[0] if reduced else output}.dtype)
-    _launch({name}_chunk, addresses, T, ({params}, partial))
+{rows}    _launch({name}_chunk, addresses, T, ({packed}))
 {finish}"""
+
+
+def has_partial_rows(source: str) -> bool:
+    """Whether the chunked kernel in ``source`` (chunked_kernel's) passes its chunks a [T, size] array of partial
+    sums, after their arguments."""
+    return _PARTIAL_ROWS in source

@@ -151,11 +151,11 @@ def _window_loops(attrs, body: str, per_window_init: str, per_window_end: str) -
 def _max_cpu(node, name):
     kernel, stride, pad, dil, ceil_mode = _params(node.attrs)
     if _tiling(node.attrs):
-        return _sample_chunks(name, "x, gy_or_out", "gy_or_out", _window_rows(
+        return _sample_chunks(name, "x, gy_or_out", _window_rows(
             kernel, "        out_n = gy_or_out[n].reshape(-1)",
             f"_max_row(x_n, at, W, out_n, row * Q, Q, {kernel[0]}, {kernel[1]}, {_width()})"))
     if not (any(pad) or ceil_mode):
-        return _sample_chunks(name, "x, gy_or_out", "gy_or_out", _inside_windows(
+        return _sample_chunks(name, "x, gy_or_out", _inside_windows(
             kernel, stride, dil, "            o = gy_or_out[n, c]", "                    o[p, q] = m"))
     return f"def {name}(x, gy_or_out):\n" + _window_loops(
         node.attrs, "                            m = max(m, x[n, c, h, w])",
@@ -179,7 +179,7 @@ def _max_bwd_cpu(node, name, epilogue: str = ""):
             f"{_window_grad(node.attrs)}                    d[p * {stride[0]} + (tap // {kernel[1]}) * {dil[0]}, "
             f"q * {stride[1]} + (tap % {kernel[1]}) * {dil[1]}] += grad",
             ("    zero = gx.dtype.type(0)\n" if node.attrs.get("relu_mask") else "") + "    gx[lo:hi] = 0\n")
-    return _sample_chunks(name, params, "gx", body + sample_done)
+    return _sample_chunks(name, params, body + sample_done)
 
 
 def _tiling(attrs) -> bool:
@@ -248,9 +248,9 @@ def _masked(grad: str, attrs, zero: str = "zero") -> str:
     return f"{grad} if m > {zero} else {zero}" if attrs.get("relu_mask") else grad
 
 
-def _sample_chunks(name: str, params: str, output: str, body: str) -> str:
+def _sample_chunks(name: str, params: str, body: str) -> str:
     """A chunked kernel (cpu_chunks.py) whose chunk runs ``body`` on its samples [lo, hi) of x."""
-    return chunked_kernel(name, params, "x.shape[0]", body, output=output)
+    return chunked_kernel(name, params, "x.shape[0]", body)
 
 
 def _inside_windows(kernel, stride, dil, per_plane: str, per_window: str, per_chunk: str = "") -> str:

@@ -15,16 +15,17 @@ import numpy as np
 from ...ir.graph import Graph, Node, Value
 from ...ir.printer import format_attr, format_name
 from ...ir.types import TensorType, dtype_of, is_float
-from ...ops.cpu_chunks import LAUNCH_CALLS, launcher_slot
+from ...ops.cpu_chunks import LAUNCH_CALLS, has_partial_rows, launcher_slot
 from ...ops.registry import get_op
 from ...passes.fusion import Kernel
 from ...passes.memory import MemoryPlan
 from ..emitted import Emitted
 from ..naming import comment_text
+from .arrays import ARRAYS
 from .blas import BLAS_CALLS, BLAS_IMPORTS
 from .float_mode import FLOAT_MODE, FLOAT_MODE_IMPORTS
 from .fma_tile import FMA_TILE
-from .native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, array_type, numba_type, wrapper
+from .native_calls import NATIVE_CALLS, NATIVE_CALLS_IMPORTS, NATIVE_ONLY, array_type, numba_type, wrapper
 from .parallel_compile import compile_module
 from .window_rows import WINDOW_ROWS
 
@@ -53,7 +54,7 @@ def _decorate(function_source: str, parallel: bool, reassociate: bool = False, h
     flags += ', fastmath={"reassoc"}' if reassociate else ""
     # A helper (im2col, an epilogue) is inlined into its kernel's numba IR: compiled as a function of its own,
     # it was compiled once alone and again when linked into the kernel (a third of a conv kernel's compile)
-    flags += ', inline="always"' if helper else ""
+    flags += ', inline="always"' if helper else NATIVE_ONLY
     return _JIT.format(flags=flags) + "\n" + function_source
 
 
@@ -82,7 +83,8 @@ class CpuEmitter:
         self.functions: list[str] = []
         self.by_source: dict[str, str] = {}  # kernel source (name placeholder) -> function name
         self.slots: dict[tuple[str, str], int] = {}  # (function name, signature) -> index in _SLOTS
-        self.chunked: set[str] = set()  # kernel functions running their batch in chunks (ops/cpu_chunks.py)
+        # kernel functions running their batch in chunks (ops/cpu_chunks.py) -> whether they pass partial sums
+        self.chunked: dict[str, bool] = {}
         self.constants: list[np.ndarray] = []
         self.lines: list[str] = []
 
@@ -110,7 +112,7 @@ class CpuEmitter:
             "from numba import njit, prange",
             NATIVE_CALLS_IMPORTS,
             FLOAT_MODE_IMPORTS,
-            "",
+            ARRAYS,
             BLAS_CALLS,
             FMA_TILE,
             WINDOW_ROWS,
@@ -182,7 +184,7 @@ class CpuEmitter:
     def _alloc(self, v: Value) -> None:
         place = self.memory.placements.get(v) if self.memory else None
         if place is None:
-            self.lines.append(f"    {self.var[v]} = np.empty({self._shape_expr(v.type)}, {_NP_NAMES[v.dtype]})")
+            self.lines.append(f"    {self.var[v]} = _empty({self._shape_expr(v.type)}, {_NP_NAMES[v.dtype]})")
             return
         batch = self._arena_batch()
         if place.per_sample:
@@ -209,7 +211,7 @@ class CpuEmitter:
                 for part in re.split(r"(?m)^(?=def )", src) if part))
             self.by_source[source_with_placeholder] = name
             if chunked:
-                self.chunked.add(name)
+                self.chunked[name] = has_partial_rows(src)
         return self.by_source[source_with_placeholder]
 
     # ---- kernels ---------------------------------------------------------------------------------------------
@@ -223,11 +225,9 @@ class CpuEmitter:
             # in the IR's dtype: kernels are compiled for the types the graph declares; keeps 0-d arrays 0-d
             self.constants.append(np.array(node.attrs["value"], dtype=out.type.np_dtype, order="C"))
             return
-        if kernel.kind == "view":
-            op = get_op(node.op)
-            out = node.outputs[0]
-            self.lines.append(f"    {self.var[out]} = "
-                              f"{op.view(self.var[node.inputs[0]], self._shape_expr(out.type))}")
+        if kernel.kind == "view":  # a reshape (OpDef.view): every array of the driver is C-contiguous
+            out, source = node.outputs[0], self.var[node.inputs[0]]
+            self.lines.append(f"    {self.var[out]} = _view({source}, 0, {self._shape_expr(out.type)})")
             return
         flat = False
         if kernel.kind == "elementwise":
@@ -257,8 +257,8 @@ class CpuEmitter:
         """The driver line calling kernel ``name`` on ``args`` (values, and integers of ``runtime_attrs``)
         through its slot: one per kernel and signature; with ``flat`` (OpDef.flat) arrays are passed as 1-D
         views. A chunked kernel is called by name (it is inlined) with the addresses; its chunk function gets a
-        slot (t, T, a pointer to the kernel's arguments and a [T, size] array of ``dtype``, packed), and the
-        module's launcher one when there are threads to launch on (ops/cpu_chunks.py)."""
+        slot (t, T, a pointer to the kernel's arguments, packed, with a [T, size] array of ``dtype`` after them
+        where it reduces), and the module's launcher one when there are threads to launch on (ops/cpu_chunks.py)."""
         def flattened(a) -> bool:
             return flat and not isinstance(a, int) and a.type.rank > 1
 
@@ -267,7 +267,8 @@ class CpuEmitter:
         passed = "".join((str(a) if isinstance(a, int) else self._flat(a) if flattened(a) else self.var[a]) + ", "
                          for a in args)
         if name in self.chunked:
-            packed = f"CPointer(Tuple(({', '.join(types_ + [array_type(dtype, 2)])},)))"
+            partial = [array_type(dtype, 2)] if self.chunked[name] else []
+            packed = f"CPointer(Tuple(({', '.join(types_ + partial)},)))"
             self.slots.setdefault((f"{name}_chunk", _signature(["int64", "int64", packed])), len(self.slots))
             if launcher_slot():
                 self.slots.setdefault(launcher_slot(), len(self.slots))

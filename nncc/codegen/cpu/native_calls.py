@@ -19,6 +19,10 @@ from typing import Union
 from ...ir.types import TensorType
 from .float_mode import FLUSH_DENORMALS
 
+#: the flags of the functions reached only through their addresses: numba builds no Python or C wrapper for
+#: them (a tenth to a half of a small kernel's compile)
+NATIVE_ONLY = ", no_cpython_wrapper=True, no_cfunc_wrapper=True"
+
 _NUMBA_DTYPES = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int32", "bool": "boolean"}
 
 NATIVE_CALLS = '''
@@ -75,31 +79,6 @@ def _call(typingctx, kernel, addresses, args):
 
     return types.none(kernel, addresses, args), codegen
 
-
-@intrinsic
-def _view(typingctx, arena, start, shape):
-    """``arena.reshape(-1)[start:start + prod(shape)].reshape(shape)`` as a C-contiguous array sharing the
-    arena's memory (an arena's buffer, or an array passed flat), with a fraction of numba's slicing and reshape
-    code (and of the driver's compile), and without their bounds checks: the driver checks the arena's size
-    once, at its start."""
-    if not isinstance(arena, types.Array) or arena.layout != "C":
-        raise errors.TypingError(f"_view needs a C-contiguous arena, got {arena}")
-    result = types.Array(arena.dtype, len(shape), "C", readonly=not arena.mutable)
-
-    def codegen(context, builder, sig, args):
-        source = context.make_array(arena)(context, builder, args[0])
-        dims = cgutils.unpack_tuple(builder, args[2], len(shape))
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(arena.dtype)))
-        strides, stride = [], itemsize
-        for dim in reversed(dims):
-            strides.insert(0, stride)
-            stride = builder.mul(stride, dim)
-        view = context.make_array(result)(context, builder)
-        populate_array(view, data=builder.gep(source.data, [args[1]]), shape=dims, strides=strides,
-                       itemsize=itemsize, meminfo=source.meminfo)
-        return impl_ret_borrowed(context, builder, result, view._getvalue())
-
-    return result(arena, start, shape), codegen
 '''
 
 NATIVE_CALLS_IMPORTS = """from numba import errors, types
