@@ -1,11 +1,10 @@
 """Arrays in generated CPU code made without numba's library code: ``_view``, ``_empty`` and ``_zeros``.
 
-Each is an intrinsic lowered in place. numba's own ``np.empty``, ``np.zeros`` and ``reshape`` are library
-functions (``@overload``s) that numba compiles, once per process and argument types, before the first function
-calling them: about 0.1-0.3 s each (``np.zeros`` of a float32 vector, of an int64 one, of a matrix...), paid by
-every process of a cold compile (parallel_compile.py), and then linked into and optimised again with each
-caller. LeNet's training step used eleven of them; the intrinsics took its cold compile work from
-16.2 to 13.9 CPU-seconds (BENCHMARKS.md).
+Each is an intrinsic lowered in place. numba's own ``np.empty``, ``np.zeros``, ``np.arange`` and ``reshape`` are
+library functions (``@overload``s) that numba compiles once per process and argument types, 0.02-0.3 s each,
+before the first function calling them, and then links into and optimises again with each caller. LeNet's
+training step compiled about fifteen of them, some 2 CPU-seconds of its cold compile, paid again by every
+process of a parallel compile (parallel_compile.py) for the kernels it takes.
 
 - ``_view(base, start, shape)``: ``base.reshape(-1)[start:start + prod(shape)].reshape(shape)``, a C-contiguous
   array sharing a C-contiguous ``base``'s memory (the driver's arena, a buffer passed flat, a reshape). Not
