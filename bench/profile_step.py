@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import common  # noqa: F401  (puts examples/ on the path)
+from nncc.codegen.cpu.native_calls import NATIVE_ONLY
 
 
 # per target: the driver's first line and its kernel calls (kernel name, arguments: on the CPU through _call,
@@ -30,15 +31,18 @@ DRIVERS = {"cpu": ("def _run(", r"    (?:_call\((k\d+), addresses, \((.*)\)\)|(k
 
 def timed_driver(source: str, target: str = "cpu") -> str:
     """The driver run in Python (the CPU's ``_run`` without its @njit), each kernel called directly (on the
-    CPU not through its address) inside a timer keyed by its IR ops, kernel name and call (kernels shared by
-    layers are timed per layer); arena views by numpy slicing."""
+    CPU not through its address, so with numba's Python wrapper) inside a timer keyed by its IR ops, kernel
+    name and call (kernels shared by layers are timed per layer); the driver's arena views and buffers by
+    numpy (the kernels keep the intrinsics of codegen/cpu/arrays.py)."""
     first, pattern, callee, sync = DRIVERS[target]
-    lines = source.split("\n")
+    lines = source.replace(NATIVE_ONLY, "").split("\n")
     start = next(i for i, line in enumerate(lines) if line.startswith(first))
     if target == "cpu":
         lines[start - 1] = ""  # the driver's decorator: run it in Python
     out, ops, seen = [], [], {}
     for i, line in enumerate(lines):
+        if i > start:
+            line = line.replace("_view(", "_py_view(").replace("_empty(", "np.empty(")
         call = re.match(pattern, line) if i > start else None
         if i > start and line.strip().startswith("# %"):
             ops.append(line.split(" = ", 1)[1].split("(")[0])
@@ -46,13 +50,15 @@ def timed_driver(source: str, target: str = "cpu") -> str:
             kernel, arguments = [group for group in call.groups() if group is not None]
             seen[kernel] = seen.get(kernel, 0) + 1  # which call of the kernel: the layer
             key = f"{'+'.join(ops)} {kernel}#{seen[kernel]}"
-            out += [f"    {sync}_t = _time.perf_counter()", f"    {callee.format(kernel)}({arguments})",
+            out += [f"    _args = [{arguments}]  # views made outside the timer",
+                    f"    {sync}_t = _time.perf_counter()", f"    {callee.format(kernel)}(*_args)",
                     f"    {sync}_T[{key!r}] += _time.perf_counter() - _t"]
             ops = []
         else:
             out.append(line)
     return ("import time as _time, collections as _c\n_T = _c.defaultdict(float)\n" + "\n".join(out) +
-            "\n\ndef _view(arena, start, shape):\n    return arena[start:start + int(np.prod(shape))].reshape(shape)\n")
+            "\n\ndef _py_view(base, start, shape):\n"
+            "    return base.reshape(-1)[start:start + int(np.prod(shape))].reshape(shape)\n")
 
 
 def main() -> None:
