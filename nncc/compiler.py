@@ -22,7 +22,7 @@ from .passes.fusion import format_plan, plan_kernels
 from .passes.manager import PassManager
 from .passes.memory import plan_memory
 from .passes.optimizer import apply_optimizer, state_input_name
-from .passes.schedule import schedule_updates
+from .passes.schedule import schedule
 from .passes.shape_inference import infer_shapes
 from .passes.simplify import (eliminate_common_subexpressions, eliminate_dead_code, fold_constants,
                               simplify_algebra)
@@ -33,7 +33,7 @@ SIMPLIFY = [
     ("simplify", simplify_algebra),
     ("cse", eliminate_common_subexpressions),
     ("dce", eliminate_dead_code),
-    ("schedule", schedule_updates),
+    ("schedule", schedule),
 ]
 
 

@@ -946,7 +946,7 @@ register(OpDef("conv2d_backward_input", "kernel", _bwd_input_infer, _bwd_input_r
                runtime_attrs=_padding))
 register(OpDef("conv2d_backward_weight", "kernel", _bwd_weight_infer, _bwd_weight_ref,
                lower={"cpu": _backward_weight_cpu, "cuda": _backward_weight_cuda}, flops=_bwd_flops,
-               runtime_attrs=_padding, bias_grad=True, prologue=True, reassociate=True))
+               runtime_attrs=_padding, bias_grad=lambda node: 1, prologue=True, reassociate=True))  # gy
 
 
 # ---- conv_transpose2d(x, w) {stride, padding, dilation, groups, output_padding} ---------------------------------

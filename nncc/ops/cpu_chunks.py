@@ -127,7 +127,7 @@ def chunked_kernel(name: str, params: str, batch: str, chunk: str, reduced: tupl
     after the other; the kernel sums the chunks' rows into them (without ``reduced`` there is no ``partial``).
     ``worth_threads``: a condition on the params under which the work is split at all (launching chunks costs
     microseconds: a small product runs as one chunk on the calling thread)."""
-    outputs = "".join(f"{o}.reshape(-1), " for o in reduced)
+    outputs = "".join(f"_view({o}, 0, ({o}.size,)), " for o in reduced)
     rows = f"""    {_PARTIAL_ROWS}{" + ".join(f"{o}.size" for o in reduced)}), {reduced[0]}.dtype)  # one per chunk
 """ if reduced else ""
     finish = f"""    at = 0

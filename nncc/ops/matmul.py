@@ -54,18 +54,34 @@ def _vjp(b, node, grads, needs):
 THREADED_PRODUCT = 1 << 18
 
 
-def _cpu(node, name, epilogue: str = ""):
+def _cpu(node, name, epilogue: str = "", bias_grad: bool = False):
     """A chunked kernel (cpu_chunks.py) whose chunks compute rows [lo, hi) of the product, with BLAS on one
     thread each, when the product has THREADED_PRODUCT multiply-adds or more (LeNet's fully connected layers
     from batch 64 or so; their weight gradients, whose rows are the weights', too); else one chunk on the
-    calling thread. ``epilogue``: the parameters of fused elementwise consumers, applied to the chunk's rows."""
+    calling thread. ``epilogue``: the parameters of fused elementwise consumers, applied to the chunk's rows.
+    ``bias_grad`` (a weight gradient a.T @ b, a the output gradient): also the bias gradient ``gb``, a's sum over
+    its rows, whose entries [lo, hi) are a chunk's columns of a."""
     ta, tb = node.attrs.get("transpose_a"), node.attrs.get("transpose_b")
     a = "a[:, lo:hi].T" if ta else "a[lo:hi]"
     b = "b.T" if tb else "b"
-    params = "a, b, out" + (f", {epilogue}" if epilogue else "")
+    params = "a, b, out" + (", gb" if bias_grad else "") + (f", {epilogue}" if epilogue else "")
     body = f"    _gemm({a}, {b}, out[lo:hi], 0.0)" + (f"\n    {name}_epilogue(lo, hi, {epilogue})" if epilogue else "")
+    if bias_grad:  # row by row of a, as it lies in memory; slices, so that the loops count from 0
+        body += """
+    sums = _view(gb, lo, (hi - lo,))
+    for k in range(hi - lo):
+        sums[k] = 0
+    for n in range(a.shape[0]):
+        row = a[n, lo:hi]
+        for k in range(hi - lo):
+            sums[k] += row[k]"""
     depth = "a.shape[0]" if ta else "a.shape[1]"
     return chunked_kernel(name, params, "out.shape[0]", body, worth_threads=f"out.size * {depth} >= {THREADED_PRODUCT}")
+
+
+def _bias_input(node):
+    """The weight gradient a.T @ b computes its bias gradient, the sum of a over its rows, alongside."""
+    return 0 if node.attrs.get("transpose_a") else None
 
 
 def _flops(node, sizes):
@@ -83,7 +99,7 @@ def _cuda(node, name):
 
 
 register(OpDef("matmul", "kernel", _infer, _ref, vjp=_vjp, lower={"cpu": _cpu, "cuda": _cuda}, flops=_flops,
-               epilogue=True))
+               epilogue=True, bias_grad=_bias_input))
 
 
 # ---- batch_matmul {transpose_a, transpose_b}: [..., M, K] @ [..., K, N] over equal leading (batch) dims, or with

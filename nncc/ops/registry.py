@@ -39,10 +39,11 @@ class OpDef:
     # consumers the fusion pass gave it), calls {name}_epilogue(lo, hi, e0, e1, ...) on each finished range of
     # output rows, while they are still in cache
     epilogue: bool = False
-    # kernel: an anchor whose CPU lowering, given bias_grad=True, also writes the sum of its input #1 over
-    # every axis but 1 into an extra output after its own (a conv's bias gradient, folded into the weight
-    # gradient's pass over the output gradient); the fusion pass gives it such a sum
-    bias_grad: bool = False
+    # kernel: an anchor whose CPU lowering, given bias_grad=True, also writes into an extra output after its
+    # own the sum of one of its inputs over every axis but 1 (the bias gradient, folded into the weight
+    # gradient's pass over the output gradient): bias_grad(node) is the index of that input, None where the
+    # node's attributes rule it out; the fusion pass gives the anchor such a sum
+    bias_grad: Optional[Callable[[Any], Optional[int]]] = None
     # kernel: an anchor whose CPU lowering, given prologue=node, computes its input #1 one sample at a time with
     # that node's ``sample_prologue`` into a scratch of its own instead of reading it (the fusion pass gives it
     # a producer nothing else reads: the gradient never goes to memory)

@@ -4,9 +4,10 @@ Elementwise nodes join the kernel of an elementwise producer when they loop over
 chain such as ``add -> relu`` or an optimizer's arithmetic becomes one loop nest. With ``epilogues``, they also
 join an anchor (an op declaring ``epilogue``, such as conv2d or matmul) whose output they read: the anchor's
 lowering then applies them to each block of output rows it finishes (conv2d: per sample, while the sample is
-in cache). Also with ``epilogues``, the sum of an anchor's input #1 over every axis but 1 joins an anchor
-declaring ``bias_grad`` (a conv weight gradient: the bias gradient is that sum of the same output gradient,
-added up while each sample of it is in cache), and such an anchor declaring ``prologue`` takes in the producer
+in cache). Also with ``epilogues``, the sum over every axis but 1 of the input an anchor declaring ``bias_grad``
+names joins it (a weight gradient, a conv's or a matrix product's: the bias gradient is that sum of the same
+output gradient, added up while it is in cache; the schedule pass puts such sums after their anchor), and such
+an anchor declaring ``prologue`` takes in the producer
 of its input #1 when nothing else reads that value and the producer has a per-sample form (``sample_prologue``:
 a max-pool backward): the anchor computes each sample of it into a scratch of its own, so the whole gradient
 never goes to memory. Every other node is a kernel of its own. A node joins a kernel
@@ -95,16 +96,24 @@ def _fusable_kernel(node, kind, home, position, produced_at, epilogues):
 
 
 def _bias_grad_kernel(node, kernels: list[Kernel]):
-    """The kernel of a ``bias_grad`` anchor, alone or after its prologue, whose input #1 ``node`` sums."""
-    if not _is_bias_sum(node):
+    """The kernel of a ``bias_grad`` anchor, alone or after its prologue, whose bias input ``node`` sums."""
+    if not is_bias_sum(node):
         return None
     return next((k for k in kernels if len(k.nodes) == 1 + (k.prologue is not None)
-                 and get_op(k.anchor.op).bias_grad and k.anchor.inputs[1] is node.inputs[0]), None)
+                 and bias_input(k.anchor) is node.inputs[0]), None)
 
 
-def _is_bias_sum(node) -> bool:
-    """Whether ``node`` sums its input over every axis but 1 (a bias gradient)."""
-    if node.op != "sum" or node.attrs.get("keepdims", False):
+def bias_input(anchor: Node) -> Value | None:
+    """The input whose bias gradient (its sum over every axis but 1) ``anchor`` can compute alongside its own
+    output (OpDef.bias_grad), if any."""
+    rule = get_op(anchor.op).bias_grad
+    index = rule(anchor) if rule is not None else None
+    return None if index is None else anchor.inputs[index]
+
+
+def is_bias_sum(node: Node) -> bool:
+    """Whether ``node`` sums its input over every axis but 1 (a bias gradient; kept dims or not)."""
+    if node.op != "sum":
         return False
     x = node.inputs[0]
     return x.type.rank >= 2 and sorted(node.attrs["axes"]) == [a for a in range(x.type.rank) if a != 1]
@@ -124,7 +133,7 @@ def _prologue_kernel(node, graph: Graph, home, position, produced_at, readers):
             not any(v.type.shape == gy.type.shape for v in source.inputs):  # the anchor's loops take that shape
         return None
     others = [r for r in readers.get(gy, []) if r is not node]
-    if len(others) > 1 or any(not _is_bias_sum(r) for r in others):  # one bias sum at most: it joins the kernel
+    if len(others) > 1 or any(not is_bias_sum(r) for r in others):  # one bias sum at most: it joins the kernel
         return None
     if any(produced_at.get(v, -1) >= position[producer] for v in node.inputs if v is not gy):
         return None

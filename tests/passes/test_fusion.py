@@ -181,6 +181,41 @@ def test_a_conv_weight_gradient_absorbs_the_bias_gradient_on_the_cpu():
         np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-5)
 
 
+LINEAR_GRADS = """graph g(%x: f32[N,4096], %gy: f32[N,64], %w: f32[64,4096]) -> (f32[64], f32[N,4096], f32[64,4096]) {
+  %0 = sum(%gy) {axes=[0], keepdims=true} : f32[1,64]
+  %1 = reshape(%0) {shape=[64]} : f32[64]
+  %2 = matmul(%gy, %w) {transpose_a=false, transpose_b=false} : f32[N,4096]
+  %3 = matmul(%gy, %x) {transpose_a=true, transpose_b=false} : f32[64,4096]
+  return %1, %2, %3
+}
+"""
+# A linear layer's gradients as autodiff writes them (the bias's sum first): the schedule pass moves the sum and
+# the reshape reading it after the weight gradient, gy^T @ x, which takes the sum in; the input gradient does not.
+LINEAR_GRADS_PLAN = """kernels of graph g: 3
+kernel #0 (kernel, 1 node):
+    %0 = matmul(%gy, %w) {transpose_a=false, transpose_b=false}
+kernel #1 (kernel + bias gradient, 2 nodes):
+    %1 = matmul(%gy, %x) {transpose_a=true, transpose_b=false}
+    %2 = sum(%gy) {axes=[0], keepdims=true}
+kernel #2 (view, 1 node):
+    %3 = reshape(%2) {shape=[64]}
+"""
+
+
+def test_a_matrix_products_weight_gradient_absorbs_the_bias_gradient_on_the_cpu():
+    fused = Program(parse_graph(LINEAR_GRADS))
+    assert fused.dumps["fused"] == LINEAR_GRADS_PLAN
+    unfused = Program(parse_graph(LINEAR_GRADS), fuse=False)
+    for batch in (1, 7):  # the weight gradient is big enough to split: its second chunk's columns start past 0
+        rng = np.random.default_rng(batch)
+        feeds = {"x": rng.standard_normal((batch, 4096)).astype(np.float32),
+                 "gy": rng.standard_normal((batch, 64)).astype(np.float32),
+                 "w": rng.standard_normal((64, 4096)).astype(np.float32)}
+        for have, want in zip(fused(feeds), unfused(feeds)):
+            np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(fused(feeds)[0], feeds["gy"].sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
 POOL = "{ceil_mode=false, dilation=[1, 1], kernel=[2, 2], padding=[0, 0], relu_mask=true, stride=[2, 2]}"
 POOL_OVERLAPPING = "{ceil_mode=false, dilation=[1, 1], kernel=[2, 2], padding=[0, 0], relu_mask=true, stride=[1, 1]}"
 CONV = "{dilation=[1, 1], groups=1, padding=[0, 0], stride=[1, 1]}"

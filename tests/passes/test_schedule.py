@@ -1,9 +1,12 @@
-"""schedule_updates: each in-place update runs right after the last reader of the buffers it overwrites."""
+"""The schedule pass: each in-place update runs right after the last reader of the buffers it overwrites; a bias\ngradient's sum follows the weight gradient that can take it in."""
 import numpy as np
+import pytest
 
 import nncc
 from nncc import nn
+from nncc.ir import parse_graph
 from nncc.ops import get_op
+from nncc.passes.schedule import schedule_bias_sums
 from runtime import optim
 
 
@@ -45,3 +48,62 @@ def test_scheduled_step_matches_reference_updates():
     after = step.state_dict()
     for name, g in grads.items():
         np.testing.assert_allclose(after[name], before[name] - 0.5 * g, rtol=1e-5, atol=1e-7)
+
+
+BIAS_SUM_FIRST = """graph g(%x: f32[N,5], %gy: f32[N,3], %w: f32[3,5]) -> (f32[3], f32[N,5], f32[3,5]) {
+  %0 = sum(%gy) {axes=[0], keepdims=true} : f32[1,3]
+  %1 = reshape(%0) {shape=[3]} : f32[3]
+  %2 = matmul(%gy, %w) {transpose_a=false, transpose_b=false} : f32[N,5]
+  %3 = matmul(%gy, %x) {transpose_a=true, transpose_b=false} : f32[3,5]
+  return %1, %2, %3
+}
+"""
+
+
+def _order(graph):
+    return [n.op + ("ᵀ" if n.attrs.get("transpose_a") else "") for n in graph.nodes]
+
+
+def test_a_bias_sum_and_its_readers_move_after_the_weight_gradient_that_can_take_it_in():
+    graph = schedule_bias_sums(parse_graph(BIAS_SUM_FIRST))
+    assert _order(graph) == ["matmul", "matmulᵀ", "sum", "reshape"]
+
+
+
+NO_ANCHOR_FOR_IT = [
+    # the weight gradient reads x, not gy
+    """graph g(%x: f32[N,5], %gy: f32[N,3]) -> (f32[3], f32[5,5]) {
+  %0 = sum(%gy) {axes=[0], keepdims=true} : f32[1,3]
+  %1 = reshape(%0) {shape=[3]} : f32[3]
+  %2 = matmul(%x, %x) {transpose_a=true, transpose_b=false} : f32[5,5]
+  return %1, %2
+}
+""",
+    # the weight gradient reads the sum
+    """graph g(%gy: f32[N,3]) -> (f32[3], f32[3,3]) {
+  %0 = sum(%gy) {axes=[0], keepdims=true} : f32[1,3]
+  %1 = reshape(%0) {shape=[3]} : f32[3]
+  %2 = mul(%gy, %0) : f32[N,3]
+  %3 = matmul(%gy, %2) {transpose_a=true, transpose_b=false} : f32[3,3]
+  return %1, %3
+}
+""",
+    # an update in between, which the moved nodes could then read after it overwrote its buffers
+    """graph g(%x: f32[N,5], %gy: f32[N,3], %b: f32[3], %m: f32[3], %lr: f64[], %step: f64[]) -> \
+(f32[3], f32[3], f32[3,5]) {
+  %0 = sum(%gy) {axes=[0], keepdims=true} : f32[1,3]
+  %1 = reshape(%0) {shape=[3]} : f32[3]
+  %2, %3 = sgd_update(%b, %1, %m, %lr, %step) {dampening=0.0, momentum=0.0, nesterov=false, weight_decay=0.0} \
+: f32[3], f32[3]
+  %4 = matmul(%gy, %x) {transpose_a=true, transpose_b=false} : f32[3,5]
+  return %2, %3, %4
+}
+""",
+]
+
+
+@pytest.mark.parametrize("text", NO_ANCHOR_FOR_IT)
+def test_a_bias_sum_stays_where_no_weight_gradient_can_take_it_in(text):
+    graph = parse_graph(text)
+    before = list(graph.nodes)
+    assert schedule_bias_sums(graph).nodes == before
