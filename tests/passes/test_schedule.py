@@ -1,4 +1,5 @@
-"""The schedule pass: each in-place update runs right after the last reader of the buffers it overwrites; a bias\ngradient's sum follows the weight gradient that can take it in."""
+"""The schedule pass: each in-place update runs right after the last reader of the buffers it overwrites; a bias
+gradient's sum follows the weight gradient that can take it in."""
 import numpy as np
 import pytest
 
@@ -7,6 +8,7 @@ from nncc import nn
 from nncc.ir import parse_graph
 from nncc.ops import get_op
 from nncc.passes.schedule import schedule_bias_sums
+from passes.test_fusion import LINEAR_GRADS  # a linear layer's gradients, the bias's sum first
 from runtime import optim
 
 
@@ -50,22 +52,12 @@ def test_scheduled_step_matches_reference_updates():
         np.testing.assert_allclose(after[name], before[name] - 0.5 * g, rtol=1e-5, atol=1e-7)
 
 
-BIAS_SUM_FIRST = """graph g(%x: f32[N,5], %gy: f32[N,3], %w: f32[3,5]) -> (f32[3], f32[N,5], f32[3,5]) {
-  %0 = sum(%gy) {axes=[0], keepdims=true} : f32[1,3]
-  %1 = reshape(%0) {shape=[3]} : f32[3]
-  %2 = matmul(%gy, %w) {transpose_a=false, transpose_b=false} : f32[N,5]
-  %3 = matmul(%gy, %x) {transpose_a=true, transpose_b=false} : f32[3,5]
-  return %1, %2, %3
-}
-"""
-
-
 def _order(graph):
     return [n.op + ("ᵀ" if n.attrs.get("transpose_a") else "") for n in graph.nodes]
 
 
 def test_a_bias_sum_and_its_readers_move_after_the_weight_gradient_that_can_take_it_in():
-    graph = schedule_bias_sums(parse_graph(BIAS_SUM_FIRST))
+    graph = schedule_bias_sums(parse_graph(LINEAR_GRADS))
     assert _order(graph) == ["matmul", "matmulᵀ", "sum", "reshape"]
 
 
