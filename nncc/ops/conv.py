@@ -285,7 +285,8 @@ def _chunked(groups: int, name: str, params: str, shaped: str, setup: str, scrat
     """The chunk and kernel functions of a conv op. ``shaped``: the param of shape [N, K, P, Q] (the output of
     the forward op, the output gradient of the backward ones); ``setup``: lines run once per chunk;
     ``scratch``: (name, shape, ``_empty`` or ``_zeros``: codegen/cpu/arrays.py) of each per-chunk matrix, in
-    the first param's dtype; ``finish``: lines run once per chunk after its samples; ``reduced``: as chunked_kernel's."""
+    the first param's dtype; ``finish``: lines run once per chunk after its samples; ``reduced``: as
+    chunked_kernel's."""
     indent = lambda text, pad: "".join(pad + line + "\n" for line in text.strip("\n").split("\n")) if text else ""
     allocs = "".join(f"    {n} = {fill}({shape}, {params.split(',')[0]}.dtype)\n" for n, shape, fill in scratch)
     chunk = _CHUNK.format(shaped=shaped, setup=indent(setup, "    "), scratch=allocs, groups=groups,

@@ -1,18 +1,17 @@
 """Fusion: partition a graph's nodes into kernels.
 
-Elementwise nodes join the kernel of an elementwise producer when they loop over the same output shape, so a
-chain such as ``add -> relu`` or an optimizer's arithmetic becomes one loop nest. With ``epilogues``, they also
-join an anchor (an op declaring ``epilogue``, such as conv2d or matmul) whose output they read: the anchor's
-lowering then applies them to each block of output rows it finishes (conv2d: per sample, while the sample is
-in cache). Also with ``epilogues``, the sum over every axis but 1 of the input an anchor declaring ``bias_grad``
-names joins it (a weight gradient, a conv's or a matrix product's: the bias gradient is that sum of the same
-output gradient, added up while it is in cache; the schedule pass puts such sums after their anchor), and such
-an anchor declaring ``prologue`` takes in the producer
-of its input #1 when nothing else reads that value and the producer has a per-sample form (``sample_prologue``:
-a max-pool backward): the anchor computes each sample of it into a scratch of its own, so the whole gradient
-never goes to memory. Every other node is a kernel of its own. A node joins a kernel
-only if its other inputs exist before the kernel starts, so the partition never creates a cycle. The result is
-a plan for the codegen; the IR itself is unchanged.
+Elementwise nodes join the kernel of an elementwise producer when they loop over the same output shape, so a chain
+such as ``add -> relu`` or an optimizer's arithmetic becomes one loop nest. With ``epilogues``, they also join an
+anchor (an op declaring ``epilogue``, such as conv2d or matmul) whose output they read: the anchor's lowering then
+applies them to each block of output rows it finishes (conv2d: per sample, while the sample is in cache). Also
+with ``epilogues``, the sum over every axis but 1 of the input an anchor declaring ``bias_grad`` names joins it (a
+weight gradient, a conv's or a matrix product's: the bias gradient is that sum of the same output gradient, added
+up while it is in cache; the schedule pass puts such sums after their anchor), and such an anchor declaring
+``prologue`` takes in the producer of its input #1 when nothing else reads that value and the producer has a
+per-sample form (``sample_prologue``: a max-pool backward): the anchor computes each sample of it into a scratch
+of its own, so the whole gradient never goes to memory. Every other node is a kernel of its own. A node joins a
+kernel only if its other inputs exist before the kernel starts, so the partition never creates a cycle. The result
+is a plan for the codegen; the IR itself is unchanged.
 """
 from __future__ import annotations
 

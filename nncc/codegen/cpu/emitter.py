@@ -300,9 +300,9 @@ class CpuEmitter:
         return name, anchor.inputs + anchor.outputs + _runtime_attrs(anchor) + epi.inputs + epi.outputs
 
     def _anchor_with_bias_grad_or_prologue(self, kernel: Kernel) -> tuple[str, list]:
-        """A ``bias_grad`` anchor (a weight gradient: a conv's, a matrix product's) that also writes the bias gradient, the sum the
-        fusion pass gave it, into a parameter after its own outputs; with a prologue, the anchor takes the
-        producer's inputs in place of its input #1, which it computes per sample."""
+        """A ``bias_grad`` anchor (a weight gradient: a conv's, a matrix product's) that also writes the bias
+        gradient, the sum the fusion pass gave it, into a parameter after its own outputs; with a prologue, the
+        anchor takes the producer's inputs in place of its input #1, which it computes per sample."""
         anchor, prologue = kernel.anchor, kernel.prologue
         bias = [kernel.bias_sum.outputs[0]] if kernel.bias_sum is not None else []
         op = get_op(anchor.op)
