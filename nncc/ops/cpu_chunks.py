@@ -16,7 +16,7 @@ kernel still cost 0.8-1.4 s per kernel; one launcher for all of a module's kerne
 
 ``partial`` (the chunk tuple's last item) is a [T, size] array of the output's dtype, zeroed, one row per
 chunk, for kernels that reduce over the batch (a weight gradient): each chunk adds into its row and the kernel
-adds the rows up. Kernels whose chunks write disjoint samples get a [T, 0] array.
+adds the rows up. Kernels whose chunks write disjoint samples have none (it was an allocation per launch).
 
 A matrix product's "batch" is the rows of its output (ops/matmul.py), split only when the product is big
 enough (``worth_threads``).
