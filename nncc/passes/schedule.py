@@ -22,6 +22,8 @@ def schedule(graph: Graph) -> Graph:
 
 
 def schedule_bias_sums(graph: Graph) -> Graph:
+    """Each bias sum, with the nodes between that depend on it, right after the first later weight gradient
+    that can compute it (see the module's docstring); left in place where that weight gradient reads it."""
     for node in [n for n in graph.nodes if is_bias_sum(n)]:
         nodes = graph.nodes
         start = nodes.index(node)
@@ -41,6 +43,7 @@ def schedule_bias_sums(graph: Graph) -> Graph:
 
 
 def schedule_updates(graph: Graph) -> Graph:
+    """Each in-place update right after the last reader of the buffers it overwrites and of its inputs."""
     updates = [n for n in graph.nodes if get_op(n.op).inplace]
     if not updates:
         return graph
