@@ -65,6 +65,7 @@ class Program:
         self.constants = [self.target.to_device(c) for c in self.emitted.constants]
         debug.report_program(self.graph.name, self)
         self._arenas: dict[int, np.ndarray] = {}  # batch size -> preallocated arena
+        self.compile_seconds: dict[str, float] = {}  # of each work item its first call compiled (cold, CPU)
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> tuple:
         args = [feeds[n] for n in self.input_names] + list(self.constants)
@@ -75,7 +76,7 @@ class Program:
         # the first call compiles (or loads from numba's cache) the kernels: a program never called costs nothing
         start = time.perf_counter()
         if self.emitted.before_first_call is not None:
-            self.emitted.before_first_call(sys.modules[self.fn.__module__])
+            self.compile_seconds = self.emitted.before_first_call(sys.modules[self.fn.__module__])
         outs = self.fn(*args)
         self.timings["jit"] = time.perf_counter() - start
         debug.report_first_call(self.graph.name, self)

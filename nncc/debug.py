@@ -5,8 +5,8 @@ Levels (each includes the ones below it):
 - ``0`` (default): nothing.
 - ``1``: per-stage compile timings of every program (each pass, codegen, ``load``: importing the generated
   module), and on its first call the time numba took to compile the kernels (for a CPU module not yet in
-  numba's cache, in worker processes too) or load them from its cache; the CLI also prints the traceback
-  behind an error.
+  numba's cache, in worker processes too, with the CPU seconds of each kernel) or load them from its cache;
+  the CLI also prints the traceback behind an error.
 - ``2``: the IR after every pass and the kernel plan.
 - ``3``: the generated source.
 
@@ -51,3 +51,7 @@ def report_first_call(name: str, program) -> None:
     if level() >= 1:
         print(f"nncc: {name}: first call, numba compile or cache load {program.timings['jit'] * 1e3:.1f} ms",
               file=sys.stderr)
+        if program.compile_seconds:
+            items = ", ".join(f"{item} {seconds:.2f}" for item, seconds in program.compile_seconds.items())
+            print(f"nncc: {name}: CPU seconds each kernel (or the driver) took to compile: {items} (total "
+                  f"{sum(program.compile_seconds.values()):.2f})", file=sys.stderr)

@@ -20,7 +20,8 @@ class Emitted:
     kernel_count: int
     memory: Optional[MemoryPlan] = None  # when set, the driver takes an ``arena`` array after the constants
     batch_source: Optional[tuple[int, int]] = None  # (input index, axis) of the batch size scaling the arena
-    before_first_call: Optional[Callable] = None  # (module) -> None: run before a Program's first call
+    # (module) -> {work item: CPU seconds its compile took}: run before a Program's first call
+    before_first_call: Optional[Callable] = None
     threaded: bool = False  # some kernels run on numba's threads (CPU)
 
     def load(self) -> Callable:

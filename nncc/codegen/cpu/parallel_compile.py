@@ -11,7 +11,9 @@ process loads the workers' results from that cache like any warm start.
 
 A work item is one kernel with all its slots (numba keeps one cache index file per function, which two
 writers would clobber) or the driver. A worker that dies leaves its items uncompiled: the calling process
-then compiles them on first use and reports any error as usual.
+then compiles them on first use and reports any error as usual. Each process leaves the CPU seconds an item
+took it beside the item's claim; ``compile_module`` returns them (``NNCC_DEBUG=1`` prints them at the first
+call), so a slow cold compile is blamed on its kernel.
 
 This file runs as a script in the workers (``python parallel_compile.py ...``), so it imports nothing of
 nncc: a worker starts in the time numba takes to import.
@@ -25,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Optional
@@ -34,6 +37,8 @@ MIN_ITEMS = 6
 #: workers beyond this many mostly wait for their numba import: a module has a few dozen work items at most
 MAX_JOBS = 8
 DRIVER = "driver"
+#: the suffix of the file in which a process leaves the CPU seconds an item took it, beside the item's claim
+_SECONDS = ".seconds"
 
 
 def compile_jobs() -> int:
@@ -47,23 +52,22 @@ def compile_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def compile_module(module: ModuleType, jobs: Optional[int] = None) -> None:
+def compile_module(module: ModuleType, jobs: Optional[int] = None) -> dict[str, float]:
     """Compile every slot and the driver of ``module`` with ``jobs`` processes (default ``compile_jobs()``, at
-    most ``MAX_JOBS``), this one included, unless numba's cache already holds some of its code (a warm start,
-    or one whose other items compile on first use).
+    most ``MAX_JOBS``; one below ``MIN_ITEMS`` work items), this one included, unless numba's cache already
+    holds some of its code (a warm start, or one whose other items compile on first use). Returns the CPU
+    seconds each work item took to compile, in whichever process took it (empty when nothing compiled here).
 
     Nothing here raises for a kernel that does not compile: the module's first call compiles what is left
     and reports the error there, whichever process met it first."""
     path = Path(module.__file__)
     try:
         if any(Path(module._run._cache._cache_path).glob(f"{path.stem}.*.nbi")):  # numba's index files of it
-            return
+            return {}
         items = _work_items(module)
     except Exception:  # noqa: BLE001 - numba's private cache layout changed, or no source: compile on first use
-        return
-    jobs = min(compile_jobs() if jobs is None else jobs, MAX_JOBS, len(items))
-    if jobs < 2 or len(items) < MIN_ITEMS:
-        return
+        return {}
+    jobs = 1 if len(items) < MIN_ITEMS else min(compile_jobs() if jobs is None else jobs, MAX_JOBS, len(items))
     claims = Path(tempfile.mkdtemp(dir=path.parent, prefix="claims-"))  # this call's own: others may run too
     command = [sys.executable, os.path.abspath(__file__), module.__name__, str(path), str(claims)]
     workers: list[subprocess.Popen] = []
@@ -75,7 +79,9 @@ def compile_module(module: ModuleType, jobs: Optional[int] = None) -> None:
         pass
     finally:
         _finish(workers, interrupted=sys.exc_info()[0] is not None)
+        seconds = {p.name.removesuffix(_SECONDS): float(p.read_text()) for p in claims.glob(f"*{_SECONDS}")}
         shutil.rmtree(claims, ignore_errors=True)
+    return dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
 
 
 def _finish(workers: list[subprocess.Popen], interrupted: bool) -> None:
@@ -108,6 +114,7 @@ def _work(module: ModuleType, items: list[str], claims: Path) -> None:
             continue  # another process has it
         except FileNotFoundError:
             return  # the calling process is done and removed the claims
+        start = time.process_time()
         if item == DRIVER:
             from numba.core import sigutils
 
@@ -116,6 +123,10 @@ def _work(module: ModuleType, items: list[str], claims: Path) -> None:
             for kernel, signature in module._SLOTS:
                 if kernel.__name__ == item:
                     module._address(kernel, signature)
+        try:
+            (claims / f"{item}{_SECONDS}").write_text(f"{time.process_time() - start:.4f}")
+        except FileNotFoundError:
+            return  # the calling process is done and removed the claims
 
 
 def _worker(name: str, path: str, claims: str) -> None:
