@@ -79,8 +79,20 @@ def compile_module(module: ModuleType, jobs: Optional[int] = None) -> dict[str, 
         pass
     finally:
         _finish(workers, interrupted=sys.exc_info()[0] is not None)
-        seconds = {p.name.removesuffix(_SECONDS): float(p.read_text()) for p in claims.glob(f"*{_SECONDS}")}
+        seconds = _seconds(claims)
         shutil.rmtree(claims, ignore_errors=True)
+    return seconds
+
+
+def _seconds(claims: Path) -> dict[str, float]:
+    """The CPU seconds the processes left for their items, longest first (a file cut short by a stopped
+    worker is left out)."""
+    seconds = {}
+    for path in claims.glob(f"*{_SECONDS}"):
+        try:
+            seconds[path.name.removesuffix(_SECONDS)] = float(path.read_text())
+        except (OSError, ValueError):
+            continue
     return dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
 
 
