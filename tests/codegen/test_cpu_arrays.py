@@ -5,7 +5,7 @@ import pytest
 from numba import errors
 
 from nncc.codegen.cache import load_generated
-from nncc.codegen.cpu.arrays import ARRAYS
+from nncc.codegen.cpu.arrays import ARRAYS, ARRAYS_IMPORTS
 from nncc.codegen.cpu.native_calls import NATIVE_CALLS_IMPORTS
 
 CALLERS = """
@@ -56,7 +56,8 @@ def view_of_strided(x):
 @pytest.fixture(scope="module")
 def arrays():
     return load_generated("\n".join(["# nncc test: _view, _empty and _zeros alone", "import numpy as np",
-                                     "from numba import njit", NATIVE_CALLS_IMPORTS, ARRAYS, CALLERS]))
+                                     "from numba import njit", NATIVE_CALLS_IMPORTS, ARRAYS_IMPORTS, ARRAYS,
+                                     CALLERS]))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])

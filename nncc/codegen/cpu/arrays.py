@@ -14,8 +14,11 @@ process of a parallel compile (parallel_compile.py) for the kernels it takes.
   check that the size overflows: generated code asks for scratch sized by the graph's shapes.
 
 ``ARRAYS`` is the text pasted into every generated CPU module, after native_calls.py's
-``NATIVE_CALLS_IMPORTS`` (it uses their names).
+``NATIVE_CALLS_IMPORTS`` and ``ARRAYS_IMPORTS`` (it uses their names).
 """
+
+ARRAYS_IMPORTS = """from numba.core.imputils import impl_ret_borrowed
+from numba.np.arrayobj import populate_array"""
 
 ARRAYS = '''
 # ---- arrays without numba's library code (see nncc/codegen/cpu/arrays.py) -------------------------------------

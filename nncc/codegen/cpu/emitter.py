@@ -21,7 +21,7 @@ from ...passes.fusion import Kernel
 from ...passes.memory import MemoryPlan
 from ..emitted import Emitted
 from ..naming import comment_text
-from .arrays import ARRAYS
+from .arrays import ARRAYS, ARRAYS_IMPORTS
 from .blas import BLAS_CALLS, BLAS_IMPORTS
 from .float_mode import FLOAT_MODE, FLOAT_MODE_IMPORTS
 from .fma_tile import FMA_TILE
@@ -111,6 +111,7 @@ class CpuEmitter:
             "import numpy as np",
             "from numba import njit, prange",
             NATIVE_CALLS_IMPORTS,
+            ARRAYS_IMPORTS,
             FLOAT_MODE_IMPORTS,
             ARRAYS,
             BLAS_CALLS,

@@ -83,9 +83,7 @@ def _call(typingctx, kernel, addresses, args):
 
 NATIVE_CALLS_IMPORTS = """from numba import errors, types
 from numba.core import cgutils, sigutils
-from numba.core.imputils import impl_ret_borrowed
-from numba.extending import intrinsic
-from numba.np.arrayobj import populate_array"""
+from numba.extending import intrinsic"""
 
 _WRAPPER = '''
 _addresses = None
